@@ -1,0 +1,84 @@
+/*
+ * relay: a protocol-blind bidirectional TCP relay on the libuv loop.
+ *
+ * The relay owns both sockets once started.  It drives them with uv_poll_t
+ * (never a uv_tcp_t on the same fd) so that the plain-TCP path can move bytes
+ * with splice(2) through one pipe per direction (zero copy); a read/write
+ * copy path with the same semantics is used when splice is disabled.
+ *
+ * Semantics a user sees:
+ *  - bounded buffering: at most cfg->buffer_size bytes in flight per
+ *    direction; reading from a side stops while its buffer is full and
+ *    resumes when the other side drains it;
+ *  - half-close: EOF from one side becomes shutdown(SHUT_WR) on the other
+ *    after everything read before it was written; the other direction goes on;
+ *  - a reset (or any error) on one side becomes a reset on the other;
+ *  - upstream connect refused/unreachable/timed out becomes a reset to the client;
+ *  - no traffic in either direction for idle_timeout_ms resets both sides.
+ */
+#ifndef PCL_RELAY_H
+#define PCL_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+struct relay_config {
+    uint32_t connect_timeout_ms; /* 0 = 10 s */
+    uint32_t idle_timeout_ms;    /* 0 = 1 h */
+    size_t buffer_size;          /* per direction; 0 = 64 KiB (also the pipe size) */
+    bool no_splice;              /* force the read/write copy path */
+};
+
+enum relay_end {
+    RELAY_END_CLOSED = 0,    /* both directions finished with EOF */
+    RELAY_END_CONNECT_FAILED,
+    RELAY_END_CONNECT_TIMEOUT,
+    RELAY_END_RESET_BY_CLIENT,
+    RELAY_END_RESET_BY_UPSTREAM,
+    RELAY_END_IDLE_TIMEOUT,
+    RELAY_END_ERROR,         /* local failure (out of fds, memory) */
+    RELAY_END_ABORTED,       /* relay_abort_all() */
+    RELAY_END_MAX,
+};
+
+struct relay_stats {
+    uint64_t bytes_to_upstream;
+    uint64_t bytes_to_client;
+    enum relay_end end;
+    int error; /* -errno behind CONNECT_FAILED / ERROR, else 0 */
+};
+
+/* Called exactly once when the relay has closed both sockets. */
+typedef void (*relay_done_fn)(void *data, const struct relay_stats *stats);
+
+/* Called once when the upstream connect finished (status 0 or -errno), before
+ * any byte moves; may be NULL. */
+typedef void (*relay_connected_fn)(void *data, int status);
+
+/*
+ * Start relaying between client_fd (an accepted, connected TCP socket; made
+ * non-blocking here) and a new connection to upstream.  On success (0) the
+ * relay owns client_fd and calls done exactly once, later, from the loop.  On
+ * failure (-errno, e.g. -ENOMEM, -EMFILE for the upstream socket) nothing was
+ * started and the caller still owns client_fd.
+ */
+int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
+                const struct sockaddr *upstream, socklen_t upstream_len,
+                relay_connected_fn connected, relay_done_fn done, void *data);
+
+/* Number of relays alive (for limits and tests). */
+size_t relay_count(void);
+
+/* Reset every relay on this loop (shutdown); each done callback runs with
+ * RELAY_END_ABORTED. */
+void relay_abort_all(void);
+
+/* Close fd so that the peer sees a TCP reset (SO_LINGER 0). */
+void relay_reset_fd(int fd);
+
+const char *relay_end_name(enum relay_end e);
+
+#endif
