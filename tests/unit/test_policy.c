@@ -1,0 +1,1023 @@
+/*
+ * policy: loading (every error with its exact position and message) and
+ * policy_decide over a stub resolver.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "policy.h"
+
+/* ---- helpers ---- */
+
+static struct policy *load_ok(const char *yaml)
+{
+    struct policy *p = NULL;
+    struct policy_error err;
+    char buf[600];
+    int r = policy_load_buffer("t.yaml", yaml, strlen(yaml), &p, &err);
+    if (r != 0)
+        fail_msg("unexpected error %d: %s", r, policy_error_format(&err, buf, sizeof(buf)));
+    assert_non_null(p);
+    return p;
+}
+
+/* Load must fail with exactly this return code, position and message. */
+static void check_error_len(const char *yaml, size_t len, int rc, unsigned line, unsigned col,
+                            const char *msg)
+{
+    struct policy *p = (struct policy *)0x1;
+    struct policy_error err;
+    int r = policy_load_buffer("t.yaml", yaml, len, &p, &err);
+    if (r != rc || err.line != line || err.column != col || strcmp(err.message, msg) != 0)
+        fail_msg("for input:\n%s\nexpected %d %u:%u \"%s\"\n     got %d %u:%u \"%s\"", yaml, rc,
+                 line, col, msg, r, err.line, err.column, err.message);
+    assert_null(p);
+    assert_string_equal(err.file, "t.yaml");
+}
+
+static void check_error(const char *yaml, unsigned line, unsigned col, const char *msg)
+{
+    check_error_len(yaml, strlen(yaml), -EINVAL, line, col, msg);
+}
+
+/* An endpoint body (indented 8) inside a one-policy file; the first endpoint
+ * line is line 5, its first key at column 9. */
+#define EP_HEAD "version: 1\nnetwork_policies:\n  p:\n    endpoints:\n"
+
+/* A stub resolver: a fixed table of (host, address) pairs, a set of pending
+ * hosts, and a log of what was asked. */
+struct stub {
+    const char *yes[8][2]; /* host, address */
+    const char *pending[4];
+    int calls;
+    char asked[8][64];
+};
+
+static enum policy_lookup stub_lookup(void *ctx, const char *host, const struct net_addr *addr)
+{
+    struct stub *s = ctx;
+    char ab[NET_ADDR_STRLEN];
+    net_addr_format(addr, ab, sizeof(ab));
+    if (s->calls < 8)
+        snprintf(s->asked[s->calls], sizeof(s->asked[0]), "%s", host);
+    s->calls++;
+    for (size_t i = 0; i < ARRAY_SIZE(s->pending) && s->pending[i]; i++)
+        if (strcmp(s->pending[i], host) == 0)
+            return POLICY_LOOKUP_PENDING;
+    for (size_t i = 0; i < ARRAY_SIZE(s->yes) && s->yes[i][0]; i++)
+        if (strcmp(s->yes[i][0], host) == 0 && strcmp(s->yes[i][1], ab) == 0)
+            return POLICY_LOOKUP_YES;
+    return POLICY_LOOKUP_NO;
+}
+
+static struct policy_decision decide(const struct policy *p, bool audit, const char *dst,
+                                     uint16_t port, const char *hostname, struct stub *s)
+{
+    struct policy_flow flow;
+    struct policy_decision d;
+    memset(&flow, 0, sizeof(flow));
+    flow.proto = POLICY_PROTO_TCP;
+    assert_int_equal(net_addr_parse(dst, &flow.dst), 0);
+    flow.dst_port = port;
+    flow.hostname = hostname;
+    memset(&d, 0xa5, sizeof(d)); /* decide must set every field */
+    policy_decide(p, NULL, audit, &flow, stub_lookup, s, &d);
+    return d;
+}
+
+static void assert_decision(struct policy_decision d, enum policy_verdict v, enum policy_reason r,
+                            const char *policy, const char *host)
+{
+    assert_int_equal(d.verdict, v);
+    assert_int_equal(d.reason, r);
+    if (policy)
+        assert_string_equal(d.policy_name, policy);
+    else
+        assert_null(d.policy_name);
+    if (host)
+        assert_string_equal(d.endpoint_host, host);
+    else
+        assert_null(d.endpoint_host);
+    if (v != POLICY_PENDING)
+        assert_null(d.pending_host);
+}
+
+/* ---- loading: valid files ---- */
+
+static void test_minimal(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {
+        "version: 1\n",
+        "version: 1\nnetwork_policies:\n",
+        "version: 1\nnetwork_policies: {}\n",
+        "version: 1\nnetwork_policies: ~\n",
+        "---\nversion: 1\n...\n",
+        "network_policies: {}\nversion: 1\n",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+        struct policy *p = load_ok(ok[i]);
+        struct stub s = {.calls = 0};
+        struct policy_decision d = decide(p, false, "93.184.216.34", 443, "example.com", &s);
+        assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+        assert_int_equal(s.calls, 0);
+        assert_null(policy_free(p));
+    }
+}
+
+static const char full_yaml[] = "# the DESIGN.md example, without the fields of later work\n"
+                                "version: 1\n"
+                                "network_policies:\n"
+                                "  github_readonly:\n"
+                                "    name: GitHub (read only)\n"
+                                "    endpoints:\n"
+                                "      - host: API.GitHub.com.\n"
+                                "        port: 443\n"
+                                "        enforcement: enforce\n"
+                                "      - host: db.internal\n"
+                                "        port: 5432\n"
+                                "        allowed_ips: [\"10.0.5.0/24\", 2001:db8:5::/48]\n"
+                                "      - allowed_ips: [\"203.0.113.0/24\"]\n"
+                                "        ports: [22, 2222]\n"
+                                "  wild:\n"
+                                "    endpoints:\n"
+                                "      - {host: '*.example.com', ports: [80, 443]}\n"
+                                "      - host: \"**.deep.example.org\"\n"
+                                "        port: 443\n"
+                                "      - host: api.github.com\n"
+                                "        port: 443\n"
+                                "  empty:\n"
+                                "    endpoints: []\n"
+                                "  audited:\n"
+                                "    endpoints:\n"
+                                "      - host: intranet.corp\n"
+                                "        port: 80\n"
+                                "        enforcement: audit\n";
+
+static void collect_host(void *ctx, const char *host)
+{
+    char *buf = ctx;
+    strcat(buf, host);
+    strcat(buf, ";");
+}
+
+static void test_full(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(full_yaml);
+    struct stub s = {.yes = {{"api.github.com", "140.82.112.6"}, {"db.internal", "10.0.5.7"}}};
+    struct policy_decision d;
+
+    /* Host is lower-cased and its trailing dot dropped. */
+    d = decide(p, false, "140.82.112.6", 443, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "github_readonly", "api.github.com");
+    d = decide(p, false, "10.0.5.7", 5432, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "github_readonly", "db.internal");
+    d = decide(p, false, "203.0.113.9", 2222, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "github_readonly", NULL);
+    struct stub sw = {.yes = {{"www.example.com", "1.2.3.4"}}};
+    d = decide(p, false, "1.2.3.4", 80, "www.example.com", &sw);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "wild", "*.example.com");
+
+    char hosts[256] = "";
+    policy_foreach_host(p, collect_host, hosts);
+    assert_string_equal(hosts, "api.github.com;db.internal;intranet.corp;");
+    policy_foreach_host(NULL, collect_host, hosts);
+    assert_string_equal(hosts, "api.github.com;db.internal;intranet.corp;");
+    policy_free(p);
+}
+
+static void test_free_null(void **state)
+{
+    (void)state;
+    assert_null(policy_free(NULL));
+}
+
+/* ---- loading: errors ---- */
+
+static void test_error_unknown_fields(void **state)
+{
+    (void)state;
+    check_error("version: 1\nfoo: 2\n", 2, 1, "unknown field `foo`");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        proto: tcp\n", 7, 9,
+                "unknown field `proto`");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n    nmae: x\n", 5, 5,
+                "unknown field `nmae`");
+    check_error("version: 1\n\"a\\tb\": 1\n", 2, 1, "unknown field `a?b`");
+}
+
+static void test_error_not_yet(void **state)
+{
+    (void)state;
+    static const char *const later[] = {"protocol", "tls", "access", "rules", "deny_rules"};
+    for (size_t i = 0; i < ARRAY_SIZE(later); i++) {
+        char yaml[256], msg[64];
+        snprintf(yaml, sizeof(yaml),
+                 EP_HEAD "      - host: a.com\n        port: 1\n        %s: x\n", later[i]);
+        snprintf(msg, sizeof(msg), "`%s` is not supported yet", later[i]);
+        check_error(yaml, 7, 9, msg);
+    }
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n"
+                "    binaries:\n      - {path: /usr/bin/curl}\n",
+                5, 5, "`binaries` is not supported yet");
+    /* Refused even as the very first key, before anything else is checked. */
+    check_error(EP_HEAD "      - tls: terminate\n", 5, 9, "`tls` is not supported yet");
+}
+
+static void test_error_ports(void **state)
+{
+    (void)state;
+    check_error(EP_HEAD "      - host: a.com\n        port: 0\n", 6, 15,
+                "invalid port `0`: must be from 1 to 65535");
+    check_error(EP_HEAD "      - host: a.com\n        port: 65536\n", 6, 15,
+                "invalid port `65536`: must be from 1 to 65535");
+    check_error(EP_HEAD "      - host: a.com\n        port: abc\n", 6, 15,
+                "invalid port `abc`: must be from 1 to 65535");
+    check_error(EP_HEAD "      - host: a.com\n        port: -1\n", 6, 15,
+                "invalid port `-1`: must be from 1 to 65535");
+    check_error(EP_HEAD "      - host: a.com\n        port: 99999999999999999999\n", 6, 15,
+                "invalid port `99999999999999999999`: must be from 1 to 65535");
+    check_error(EP_HEAD "      - host: a.com\n        port: \"443\"\n", 6, 15,
+                "`port` must be a number, not a quoted string");
+    check_error(EP_HEAD "      - host: a.com\n        port: [443]\n", 6, 15,
+                "`port` must be a port number, not a list");
+    check_error(EP_HEAD "      - host: a.com\n        port:\n", 6, 14,
+                "`port` must be a port number, not nothing");
+    check_error(EP_HEAD "      - host: a.com\n        port: 443\n        ports: [80]\n", 7, 9,
+                "use either `port` or `ports`, not both");
+    check_error(EP_HEAD "      - host: a.com\n        ports: [80]\n        port: 443\n", 7, 9,
+                "use either `port` or `ports`, not both");
+    check_error(EP_HEAD "      - host: a.com\n        ports: []\n", 6, 16,
+                "`ports` must not be empty");
+    check_error(EP_HEAD "      - host: a.com\n        ports: 443\n", 6, 16,
+                "`ports` must be a list, not a scalar");
+    check_error(EP_HEAD "      - host: a.com\n        ports: [80, {a: 1}]\n", 6, 21,
+                "`ports` must be a port number, not a mapping");
+    check_error(EP_HEAD "      - host: a.com\n        ports:\n          - 80\n          - 0\n", 8,
+                13, "invalid port `0`: must be from 1 to 65535");
+
+    /* POLICY_MAX_PORTS is fine, one more is not. */
+    char yaml[1024];
+    int n = snprintf(yaml, sizeof(yaml), EP_HEAD "      - host: a.com\n        ports: [");
+    for (int i = 1; i <= POLICY_MAX_PORTS; i++)
+        n += snprintf(yaml + n, sizeof(yaml) - (size_t)n, "%d, ", i);
+    strcpy(yaml + n, "9]\n");
+    unsigned col = (unsigned)(n - (int)strlen(EP_HEAD) - (int)strlen("      - host: a.com\n")) + 1;
+    check_error(yaml, 6, col, "too many `ports` (at most 64)");
+    strcpy(yaml + n - 2, "]\n");
+    policy_free(load_ok(yaml));
+}
+
+static void test_error_allowed_ips(void **state)
+{
+    (void)state;
+    check_error(EP_HEAD "      - allowed_ips: [10.0.0.0/33]\n        port: 1\n", 5, 23,
+                "invalid address or CIDR prefix `10.0.0.0/33`");
+    check_error(EP_HEAD "      - allowed_ips: [\"10.0.0.0/8\", nope]\n        port: 1\n", 5, 37,
+                "invalid address or CIDR prefix `nope`");
+    check_error(EP_HEAD "      - allowed_ips: [\"10.0.5.1/24\"]\n        port: 1\n", 5, 23,
+                "`10.0.5.1/24` has host bits set: did you mean `10.0.5.0/24`?");
+    check_error(EP_HEAD "      - allowed_ips: [\"2001:db8::1/32\"]\n        port: 1\n", 5, 23,
+                "`2001:db8::1/32` has host bits set: did you mean `2001:db8::/32`?");
+    check_error(EP_HEAD "      - allowed_ips: []\n        port: 1\n", 5, 22,
+                "`allowed_ips` must not be empty");
+    check_error(EP_HEAD "      - allowed_ips: 10.0.0.0/8\n        port: 1\n", 5, 22,
+                "`allowed_ips` must be a list, not a scalar");
+    check_error(EP_HEAD "      - allowed_ips: [[10.0.0.0/8]]\n        port: 1\n", 5, 23,
+                "`allowed_ips` entries must be addresses or CIDR prefixes, not a list");
+    check_error(EP_HEAD "      - allowed_ips: [\"10.0.0.0\\0/8\"]\n        port: 1\n", 5, 23,
+                "invalid address or CIDR prefix `10.0.0.0?/8`");
+
+    char yaml[2048];
+    int n = snprintf(yaml, sizeof(yaml), EP_HEAD "      - port: 1\n        allowed_ips: [");
+    for (int i = 0; i < POLICY_MAX_IPS; i++)
+        n += snprintf(yaml + n, sizeof(yaml) - (size_t)n, "10.0.0.%d, ", i);
+    strcpy(yaml + n, "9.9.9.9]\n");
+    unsigned col = (unsigned)(n - (int)strlen(EP_HEAD) - (int)strlen("      - port: 1\n")) + 1;
+    check_error(yaml, 6, col, "too many `allowed_ips` (at most 64)");
+    strcpy(yaml + n - 2, "]\n");
+    policy_free(load_ok(yaml));
+}
+
+static void test_error_hosts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *host;
+        const char *why;
+    } bad[] = {
+        {"\"\"", "invalid host ``: `host` must not be empty"},
+        {"\".\"", "invalid host `.`: `host` must not be empty"},
+        {"a..com", "invalid host `a..com`: `host` has an empty label"},
+        {".a.com", "invalid host `.a.com`: `host` has an empty label"},
+        {"-a.com", "invalid host `-a.com`: `host` has a label that starts or ends with `-`"},
+        {"a-.com", "invalid host `a-.com`: `host` has a label that starts or ends with `-`"},
+        {"a b.com",
+         "invalid host `a b.com`: `host` must be a DNS name (letters, digits, `-`, `_` and dots)"},
+        {"a/b", "invalid host `a/b`: `host` must be a DNS name (letters, digits, `-`, `_` and "
+                "dots)"},
+        {"'*'", "invalid host `*`: a wildcard `host` needs a domain: `*.example.com` or "
+                "`**.example.com`"},
+        {"'**.'", "invalid host `**.`: a wildcard `host` needs a domain: `*.example.com` or "
+                  "`**.example.com`"},
+        {"'*.'", "invalid host `*.`: a wildcard `host` needs a domain: `*.example.com` or "
+                 "`**.example.com`"},
+        {"'a.*.com'", "invalid host `a.*.com`: `*` is only allowed as a whole first label: "
+                      "`*.example.com` or `**.example.com`"},
+        {"'*a.com'", "invalid host `*a.com`: `*` is only allowed as a whole first label: "
+                     "`*.example.com` or `**.example.com`"},
+        {"'***.a.com'", "invalid host `***.a.com`: `*` is only allowed as a whole first label: "
+                        "`*.example.com` or `**.example.com`"},
+        {"1.2.3.4", "invalid host `1.2.3.4`: `host` must be a name, not an address: list "
+                    "addresses in `allowed_ips`"},
+        {"10.1", "invalid host `10.1`: `host` must be a name, not an address: list addresses in "
+                 "`allowed_ips`"},
+        {"'::1'",
+         "invalid host `::1`: `host` must be a DNS name (letters, digits, `-`, `_` and dots)"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof(yaml), EP_HEAD "      - port: 1\n        host: %s\n", bad[i].host);
+        check_error(yaml, 6, 15, bad[i].why);
+    }
+    check_error(EP_HEAD "      - port: 1\n        host: [a.com]\n", 6, 15,
+                "`host` must be a host name, not a list");
+    check_error(EP_HEAD "      - port: 1\n        host:\n", 6, 14,
+                "`host` must be a host name, not nothing");
+    check_error(EP_HEAD "      - port: 1\n        host: \"a\\0.com\"\n", 6, 15,
+                "`host` contains a NUL character");
+
+    /* 63-character labels and 253 characters are the limits. */
+    char label[64], yaml[1024], host[300];
+    memset(label, 'a', 63);
+    label[63] = '\0';
+    snprintf(host, sizeof(host), "%s.%s.%s.%.61s", label, label, label, label);
+    assert_int_equal(strlen(host), 253);
+    snprintf(yaml, sizeof(yaml), EP_HEAD "      - port: 1\n        host: %s.\n", host);
+    policy_free(load_ok(yaml));
+    /* Messages quote at most 60 characters of the value. */
+    char want[256];
+    snprintf(want, sizeof(want), "invalid host `b%.59s...`: `host` is longer than 253 characters",
+             label);
+    snprintf(yaml, sizeof(yaml), EP_HEAD "      - port: 1\n        host: b%s\n", host);
+    check_error(yaml, 6, 15, want);
+    snprintf(want, sizeof(want),
+             "invalid host `b%.59s...`: `host` has a label longer than 63 characters", label);
+    snprintf(yaml, sizeof(yaml), EP_HEAD "      - port: 1\n        host: b%s.com\n", label);
+    check_error(yaml, 6, 15, want);
+}
+
+static void test_error_endpoint_shape(void **state)
+{
+    (void)state;
+    check_error(EP_HEAD "      - host: a.com\n", 5, 9, "endpoint needs a `port` or `ports`");
+    check_error(EP_HEAD "      - port: 443\n", 5, 9,
+                "endpoint needs a `host` or `allowed_ips` (or both)");
+    check_error(EP_HEAD "      - {port: 443}\n", 5, 9,
+                "endpoint needs a `host` or `allowed_ips` (or both)");
+    check_error(EP_HEAD "      - a.com\n", 5, 9, "an endpoint must be a mapping, not a scalar");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        enforcement: block\n", 7, 22,
+                "invalid enforcement `block`: must be `enforce` or `audit`");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        enforcement: [audit]\n", 7,
+                22, "`enforcement` must be `enforce` or `audit`, not a list");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        host: b.com\n", 7, 9,
+                "duplicate key `host`");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        [a]: 1\n", 7, 9,
+                "expected a field name, not a list");
+}
+
+static void test_error_policy_shape(void **state)
+{
+    (void)state;
+    check_error("version: 1\nnetwork_policies:\n  p: 1\n", 3, 6,
+                "policy `p` must be a mapping, not a scalar");
+    check_error("version: 1\nnetwork_policies:\n  p:\n", 3, 5,
+                "policy `p` must be a mapping, not nothing");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    name: x\n", 3, 3,
+                "policy `p` has no `endpoints`");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: {}\n", 4, 16,
+                "`endpoints` must be a list, not a mapping");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    name: [x]\n    endpoints: []\n", 4, 11,
+                "`name` must be a string, not a list");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    name: \"a\\nb\"\n    endpoints: []\n", 4,
+                11, "`name` must not contain control characters");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n    endpoints: []\n", 5, 5,
+                "duplicate key `endpoints`");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n  p:\n    endpoints: []\n",
+                5, 3, "duplicate key `p`");
+    check_error("version: 1\nnetwork_policies:\n  \"a b\":\n    endpoints: []\n", 3, 3,
+                "invalid policy name `a b`: use at most 128 letters, digits, `_`, `-` and `.`");
+    check_error("version: 1\nnetwork_policies:\n  \"\":\n    endpoints: []\n", 3, 3,
+                "invalid policy name ``: use at most 128 letters, digits, `_`, `-` and `.`");
+    check_error("version: 1\nnetwork_policies:\n  [a]: {}\n", 3, 3,
+                "expected a policy name, not a list");
+    check_error("version: 1\nnetwork_policies: [a]\n", 2, 19,
+                "`network_policies` must be a mapping, not a list");
+
+    char yaml[512], name[POLICY_MAX_NAME_LEN + 2];
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nnetwork_policies:\n  p:\n    name: %s\n    endpoints: []\n", name);
+    check_error(yaml, 4, 11, "`name` is longer than 128 characters");
+    snprintf(yaml, sizeof(yaml), "version: 1\nnetwork_policies:\n  %s:\n    endpoints: []\n", name);
+    check_error(
+        yaml, 3, 3,
+        "invalid policy name `nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...`: "
+        "use at most 128 letters, digits, `_`, `-` and `.`");
+    /* 128 is fine for both. */
+    name[POLICY_MAX_NAME_LEN] = '\0';
+    snprintf(yaml, sizeof(yaml),
+             "version: 1\nnetwork_policies:\n  %s:\n    name: %s\n    endpoints: []\n", name, name);
+    policy_free(load_ok(yaml));
+}
+
+static void test_error_version(void **state)
+{
+    (void)state;
+    check_error("network_policies: {}\n", 1, 1, "missing `version: 1`");
+    check_error("", 1, 1, "missing `version` (the policy file is empty)");
+    check_error("# only a comment\n", 1, 1, "missing `version` (the policy file is empty)");
+    check_error("version: 2\n", 1, 10, "unsupported version `2`: `version` must be 1");
+    check_error("version: 1.0\n", 1, 10, "unsupported version `1.0`: `version` must be 1");
+    check_error("version: \"1\"\n", 1, 10, "`version` must be the number 1, not a quoted string");
+    check_error("version: [1]\n", 1, 10, "`version` must be 1, not a list");
+    check_error("version:\n", 1, 9, "`version` must be 1, not nothing");
+    check_error("version: 1\nversion: 1\n", 2, 1, "duplicate key `version`");
+    check_error("- version: 1\n", 1, 1,
+                "the policy must be a mapping with `version` and `network_policies`, not a list");
+    check_error("version: 1\n---\nversion: 1\n", 2, 1, "only one YAML document is allowed");
+}
+
+static void test_error_yaml(void **state)
+{
+    (void)state;
+    check_error("version: 1\nnetwork_policies: {p: {endpoints: []}\n", 3, 1,
+                "invalid YAML: did not find expected ',' or '}' (while parsing a flow mapping "
+                "at line 2 column 19)");
+    check_error(EP_HEAD "      - host: 'a.com\n", 6, 1,
+                "invalid YAML: found unexpected end of stream (while scanning a quoted scalar "
+                "at line 5 column 15)");
+    check_error("version: 1\n\tnetwork_policies: {}\n", 2, 1,
+                "invalid YAML: found a tab character that violates indentation (while "
+                "scanning a plain scalar at line 1 column 10)");
+    /* Reader errors carry a byte offset; the position is computed from it. */
+    check_error("version: 1\nnetwork_policies:\n  p\xff: {}\n", 3, 4,
+                "invalid YAML: invalid leading UTF-8 octet");
+    check_error_len("version: 1\n\0", 12, -EINVAL, 2, 1,
+                    "invalid YAML: control characters are not allowed");
+}
+
+static void test_error_alias_anchor_tag(void **state)
+{
+    (void)state;
+    check_error(EP_HEAD "      - &ep {host: a.com, port: 1}\n      - *ep\n", 5, 9,
+                "YAML anchors are not supported");
+    check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: *x\n", 4, 16,
+                "YAML aliases are not supported");
+    check_error("version: !!int 1\n", 1, 10, "YAML tags are not supported");
+    check_error("version: 1\nnetwork_policies: !!map {}\n", 2, 19, "YAML tags are not supported");
+}
+
+static void test_error_limits(void **state)
+{
+    (void)state;
+    size_t cap = 64 * 1024, n;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+
+    /* POLICY_MAX_POLICIES policies load; one more is refused at its key. */
+    n = (size_t)snprintf(yaml, cap, "version: 1\nnetwork_policies:\n");
+    for (int i = 0; i < POLICY_MAX_POLICIES; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "  p%d: {endpoints: []}\n", i);
+    policy_free(load_ok(yaml));
+    snprintf(yaml + n, cap - n, "  extra: {endpoints: []}\n");
+    check_error(yaml, 3 + POLICY_MAX_POLICIES, 3, "too many policies (at most 256)");
+
+    /* POLICY_MAX_ENDPOINTS endpoints over several policies, then one more. */
+    n = (size_t)snprintf(yaml, cap, "version: 1\nnetwork_policies:\n");
+    for (int i = 0; i < POLICY_MAX_ENDPOINTS; i++) {
+        if (i % 100 == 0)
+            n += (size_t)snprintf(yaml + n, cap - n, "  p%d:\n    endpoints:\n", i);
+        n += (size_t)snprintf(yaml + n, cap - n, "      - {host: h%d.com, port: 1}\n", i);
+    }
+    policy_free(load_ok(yaml));
+    snprintf(yaml + n, cap - n, "      - {host: x.com, port: 1}\n");
+    check_error(yaml, 3 + POLICY_MAX_ENDPOINTS + 2 * 11, 9,
+                "too many endpoints (at most 1024 per file)");
+    free(yaml);
+
+    /* Size: a buffer over the limit is refused before parsing. */
+    char *big = calloc(1, POLICY_MAX_FILE_BYTES + 1);
+    assert_non_null(big);
+    memset(big, '#', POLICY_MAX_FILE_BYTES);
+    memcpy(big, "version: 1\n", 11);
+    big[POLICY_MAX_FILE_BYTES - 1] = '\n';
+    struct policy *p = NULL;
+    struct policy_error err;
+    assert_int_equal(policy_load_buffer("big", big, POLICY_MAX_FILE_BYTES, &p, &err), 0);
+    policy_free(p);
+    check_error_len(big, POLICY_MAX_FILE_BYTES + 1, -EFBIG, 0, 0,
+                    "policy is larger than 1048576 bytes");
+    free(big);
+}
+
+/* ---- policy_load_file ---- */
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_policy.XXXXXX", path[128], buf[600];
+    struct policy *p = NULL;
+    struct policy_error err;
+    assert_non_null(mkdtemp(dir));
+
+    /* A good file, and a bad one whose errors name the file. */
+    snprintf(path, sizeof(path), "%s/good.yaml", dir);
+    write_file(path, full_yaml, strlen(full_yaml));
+    assert_int_equal(policy_load_file(path, &p, &err), 0);
+    assert_non_null(p);
+    policy_free(p);
+
+    snprintf(path, sizeof(path), "%s/bad.yaml", dir);
+    write_file(path, "version: 1\nbogus: 1\n", 20);
+    assert_int_equal(policy_load_file(path, &p, &err), -EINVAL);
+    assert_null(p);
+    char want[256];
+    snprintf(want, sizeof(want), "%s:2:1: unknown field `bogus`", path);
+    assert_string_equal(policy_error_format(&err, buf, sizeof(buf)), want);
+    unlink(path);
+
+    /* Missing: -errno, no position. */
+    snprintf(path, sizeof(path), "%s/missing.yaml", dir);
+    assert_int_equal(policy_load_file(path, &p, &err), -ENOENT);
+    assert_null(p);
+    assert_int_equal(err.line, 0);
+    assert_string_equal(err.message, "cannot read policy file: No such file or directory");
+    snprintf(want, sizeof(want), "%s: cannot read policy file: No such file or directory", path);
+    assert_string_equal(policy_error_format(&err, buf, sizeof(buf)), want);
+
+    /* Not regular. */
+    assert_int_equal(policy_load_file(dir, &p, &err), -EISDIR);
+    assert_int_equal(err.line, 0);
+    assert_string_equal(err.message, "is a directory, not a policy file");
+    assert_int_equal(policy_load_file("/dev/null", &p, &err), -EINVAL);
+    assert_string_equal(err.message, "not a regular file");
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(policy_load_file(path, &p, &err), -EINVAL); /* and does not hang */
+    assert_string_equal(err.message, "not a regular file");
+    unlink(path);
+
+    /* Oversized: refused at the limit plus one byte. */
+    snprintf(path, sizeof(path), "%s/big.yaml", dir);
+    char *big = malloc(POLICY_MAX_FILE_BYTES + 1);
+    assert_non_null(big);
+    memset(big, '#', POLICY_MAX_FILE_BYTES + 1);
+    memcpy(big, "version: 1\n", 11);
+    write_file(path, big, POLICY_MAX_FILE_BYTES);
+    assert_int_equal(policy_load_file(path, &p, &err), 0);
+    policy_free(p);
+    write_file(path, big, POLICY_MAX_FILE_BYTES + 1);
+    assert_int_equal(policy_load_file(path, &p, &err), -EFBIG);
+    assert_null(p);
+    assert_int_equal(err.line, 0);
+    assert_string_equal(err.message, "policy file is larger than 1048576 bytes");
+    free(big);
+    unlink(path);
+
+    snprintf(path, sizeof(path), "%s/good.yaml", dir);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_error_format(void **state)
+{
+    (void)state;
+    struct policy_error err = {.file = "a.yaml", .line = 3, .column = 7, .message = "boom"};
+    char buf[64], small[8];
+    assert_string_equal(policy_error_format(&err, buf, sizeof(buf)), "a.yaml:3:7: boom");
+    assert_string_equal(policy_error_format(&err, small, sizeof(small)), "a.yaml:");
+    err.line = 0;
+    assert_string_equal(policy_error_format(&err, buf, sizeof(buf)), "a.yaml: boom");
+}
+
+/* ---- decisions ---- */
+
+static const char decide_yaml[] =
+    "version: 1\n"
+    "network_policies:\n"
+    "  gh:\n"
+    "    endpoints:\n"
+    "      - host: api.github.com\n"
+    "        port: 443\n"
+    "      - host: '*.one.test'\n"
+    "        port: 443\n"
+    "      - host: '**.many.test'\n"
+    "        port: 443\n"
+    "      - host: web.test\n"
+    "        ports: [80, 8080]\n"
+    "  addr:\n"
+    "    endpoints:\n"
+    "      - allowed_ips: [\"93.184.216.0/24\", \"2001:db8:1::/48\"]\n"
+    "        port: 22\n"
+    "  db:\n"
+    "    endpoints:\n"
+    "      - host: db.internal\n"
+    "        port: 5432\n"
+    "      - host: db2.internal\n"
+    "        port: 5432\n"
+    "        allowed_ips: [10.0.5.0/24]\n"
+    "  lab:\n"
+    "    endpoints:\n"
+    "      - host: lab.internal\n"
+    "        port: 8000\n"
+    "        enforcement: audit\n"
+    "      - host: pub.test\n"
+    "        port: 8000\n"
+    "        enforcement: audit\n";
+
+static void test_decide_exact_host(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"api.github.com", "140.82.112.6"}}};
+    struct policy_decision d;
+
+    /* No hostname: the address must be one the host resolves to. */
+    d = decide(p, false, "140.82.112.6", 443, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "api.github.com");
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.asked[0], "api.github.com");
+
+    s.calls = 0;
+    d = decide(p, false, "140.82.112.7", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 1); /* wildcards need a hostname, web.test other ports */
+
+    /* Wrong port: no lookup at all. */
+    s.calls = 0;
+    d = decide(p, false, "140.82.112.6", 8443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 0);
+
+    /* With a hostname: name first (case, trailing dot), then the address. */
+    s.calls = 0;
+    d = decide(p, false, "140.82.112.6", 443, "API.GitHub.com.", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "api.github.com");
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.asked[0], "api.github.com");
+    s.calls = 0;
+    d = decide(p, false, "140.82.112.6", 443, "evil.com", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 0);
+    d = decide(p, false, "140.82.112.6", 443, "api.github.co", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    d = decide(p, false, "140.82.112.6", 443, "xapi.github.com", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    d = decide(p, false, "6.6.6.6", 443, "api.github.com", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+
+    /* IPv6 destination. */
+    struct stub s6 = {.yes = {{"api.github.com", "2606:50c0:8000::154"}}};
+    d = decide(p, false, "2606:50c0:8000::154", 443, NULL, &s6);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "api.github.com");
+
+    /* No resolver at all: nothing matches by host. */
+    struct policy_flow flow = {.proto = POLICY_PROTO_TCP, .dst_port = 443};
+    net_addr_parse("140.82.112.6", &flow.dst);
+    policy_decide(p, NULL, false, &flow, NULL, NULL, &d);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    policy_free(p);
+}
+
+static void test_decide_pending(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.pending = {"api.github.com"}};
+    struct policy_decision d;
+
+    d = decide(p, false, "140.82.112.6", 443, NULL, &s);
+    assert_decision(d, POLICY_PENDING, POLICY_REASON_NONE, NULL, NULL);
+    assert_string_equal(d.pending_host, "api.github.com");
+
+    /* Pending is not softened by audit mode: the caller must resolve. */
+    d = decide(p, true, "140.82.112.6", 443, NULL, &s);
+    assert_int_equal(d.verdict, POLICY_PENDING);
+
+    /* An allow later in the walk wins over pending. */
+    const char *yaml = "version: 1\nnetwork_policies:\n"
+                       "  a: {endpoints: [{host: slow.test, port: 443}]}\n"
+                       "  b: {endpoints: [{host: other.test, port: 443},\n"
+                       "                  {host: fast.test, port: 443}]}\n";
+    struct policy *p2 = load_ok(yaml);
+    struct stub s2 = {.pending = {"slow.test", "other.test"}, .yes = {{"fast.test", "1.1.1.1"}}};
+    d = decide(p2, false, "1.1.1.1", 443, NULL, &s2);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "b", "fast.test");
+    /* The first pending host is the one reported. */
+    d = decide(p2, false, "1.1.1.2", 443, NULL, &s2);
+    assert_decision(d, POLICY_PENDING, POLICY_REASON_NONE, NULL, NULL);
+    assert_string_equal(d.pending_host, "slow.test");
+
+    /* A name that does not match is never looked up, so never pending. */
+    d = decide(p2, false, "1.1.1.2", 443, "fast.test", &s2);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    policy_free(p2);
+    policy_free(p);
+}
+
+static void test_decide_wildcards(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"a.one.test", "1.2.3.4"},
+                             {"a.b.one.test", "1.2.3.4"},
+                             {"a.many.test", "1.2.3.4"},
+                             {"A.B.C.Many.Test", "1.2.3.4"}}};
+    struct policy_decision d;
+
+    /* "*" stands for exactly one label, and the name must resolve to dst. */
+    d = decide(p, false, "1.2.3.4", 443, "a.one.test", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "*.one.test");
+    assert_string_equal(s.asked[s.calls - 1], "a.one.test");
+    d = decide(p, false, "1.2.3.5", 443, "a.one.test", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(p, false, "1.2.3.4", 443, "a.b.one.test", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(p, false, "1.2.3.4", 443, "one.test", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    d = decide(p, false, "1.2.3.4", 443, ".one.test", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    d = decide(p, false, "1.2.3.4", 443, "aone.test", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+
+    /* "**" stands for one or more. */
+    d = decide(p, false, "1.2.3.4", 443, "a.many.test", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "**.many.test");
+    d = decide(p, false, "1.2.3.4", 443, "A.B.C.Many.Test", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "**.many.test");
+    assert_string_equal(s.asked[s.calls - 1], "A.B.C.Many.Test");
+    d = decide(p, false, "1.2.3.4", 443, "many.test", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    d = decide(p, false, "1.2.3.4", 443, "a..many.test", &s);
+    assert_int_equal(d.verdict, POLICY_DENY);
+
+    /* Without a hostname a wildcard cannot match, and is not looked up. */
+    s.calls = 0;
+    d = decide(p, false, "1.2.3.4", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 1); /* only the exact api.github.com */
+    assert_string_equal(s.asked[0], "api.github.com");
+
+    /* A pending wildcard names the flow's hostname. */
+    struct stub sp = {.pending = {"x.one.test"}};
+    d = decide(p, false, "1.2.3.4", 443, "x.one.test", &sp);
+    assert_int_equal(d.verdict, POLICY_PENDING);
+    assert_string_equal(d.pending_host, "x.one.test");
+    policy_free(p);
+}
+
+static void test_decide_ports_and_addresses(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"web.test", "5.5.5.5"}}};
+    struct policy_decision d;
+
+    d = decide(p, false, "5.5.5.5", 80, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "web.test");
+    d = decide(p, false, "5.5.5.5", 8080, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "web.test");
+    d = decide(p, false, "5.5.5.5", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+
+    /* Address-only endpoint: no lookup, no hostname needed. */
+    s.calls = 0;
+    d = decide(p, false, "93.184.216.34", 22, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "addr", NULL);
+    d = decide(p, false, "93.184.216.34", 22, "whatever.test", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "addr", NULL);
+    d = decide(p, false, "2001:db8:1::5", 22, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "addr", NULL);
+    assert_int_equal(s.calls, 0);
+    d = decide(p, false, "93.184.217.34", 22, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(p, false, "93.184.216.34", 23, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+
+    /* UDP never matches a (TCP) endpoint. */
+    struct policy_flow flow = {.proto = POLICY_PROTO_UDP, .dst_port = 22};
+    net_addr_parse("93.184.216.34", &flow.dst);
+    policy_decide(p, NULL, false, &flow, stub_lookup, &s, &d);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    policy_free(p);
+}
+
+static void test_decide_private(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"db.internal", "10.0.5.7"},
+                             {"db2.internal", "10.0.5.8"},
+                             {"db2.internal", "10.0.6.8"}}};
+    struct policy_decision d;
+
+    /* Private address, endpoint without allowed_ips: near miss. */
+    d = decide(p, false, "10.0.5.7", 5432, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_PRIVATE_ADDRESS, "db", "db.internal");
+    d = decide(p, true, "10.0.5.7", 5432, NULL, &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_PRIVATE_ADDRESS, "db", "db.internal");
+
+    /* With allowed_ips covering it: allowed. */
+    d = decide(p, false, "10.0.5.8", 5432, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "db", "db2.internal");
+    /* Resolves, but outside allowed_ips: not even looked up. */
+    s.calls = 0;
+    d = decide(p, false, "10.0.6.8", 5432, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(s.asked[0], "db.internal");
+
+    /* A private address that the host does not resolve to: plain no match. */
+    d = decide(p, false, "10.9.9.9", 5432, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    policy_free(p);
+}
+
+static void test_decide_always_blocked(void **state)
+{
+    (void)state;
+    const char *yaml = "version: 1\nnetwork_policies:\n"
+                       "  lo:\n    endpoints:\n"
+                       "      - {allowed_ips: [127.0.0.0/8, \"::1\", 169.254.0.0/16], port: 80}\n"
+                       "      - {host: localhost.test, port: 80, enforcement: audit}\n"
+                       "      - {allowed_ips: [10.200.0.0/16, 192.0.2.0/24], port: 80}\n";
+    struct policy *p = load_ok(yaml);
+    struct stub s = {.yes = {{"localhost.test", "127.0.0.1"}}};
+    struct policy_decision d;
+    static const char *const blocked[] = {"127.0.0.1", "::1",       "169.254.169.254",
+                                          "0.0.0.0",   "224.0.0.1", "fe80::1"};
+
+    for (size_t i = 0; i < ARRAY_SIZE(blocked); i++) {
+        for (int audit = 0; audit <= 1; audit++) {
+            s.calls = 0;
+            d = decide(p, audit, blocked[i], 80, "localhost.test", &s);
+            assert_decision(d, POLICY_DENY, POLICY_REASON_ALWAYS_BLOCKED_ADDRESS, NULL, NULL);
+            assert_int_equal(s.calls, 0);
+        }
+    }
+
+    /* The host's own addresses and the sandbox pool, from env. */
+    struct net_addr host_addr;
+    struct net_prefix pool;
+    assert_int_equal(net_addr_parse("192.0.2.10", &host_addr), 0);
+    assert_int_equal(net_prefix_parse("10.200.0.0/16", false, &pool), 0);
+    struct policy_env env = {
+        .host_addrs = &host_addr, .n_host_addrs = 1, .sandbox_pools = &pool, .n_sandbox_pools = 1};
+    struct policy_flow flow = {.proto = POLICY_PROTO_TCP, .dst_port = 80};
+    net_addr_parse("192.0.2.10", &flow.dst);
+    policy_decide(p, &env, true, &flow, stub_lookup, &s, &d);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_ALWAYS_BLOCKED_ADDRESS, NULL, NULL);
+    net_addr_parse("10.200.3.4", &flow.dst);
+    policy_decide(p, &env, true, &flow, stub_lookup, &s, &d);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_ALWAYS_BLOCKED_ADDRESS, NULL, NULL);
+    /* Without env the same addresses are merely private, and allowed_ips lets them pass. */
+    policy_decide(p, NULL, false, &flow, stub_lookup, &s, &d);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "lo", NULL);
+    net_addr_parse("192.0.2.11", &flow.dst);
+    policy_decide(p, &env, false, &flow, stub_lookup, &s, &d);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "lo", NULL);
+
+    /* NULL policy too. */
+    d = decide(NULL, true, "127.0.0.1", 80, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_ALWAYS_BLOCKED_ADDRESS, NULL, NULL);
+    policy_free(p);
+}
+
+static void test_decide_audit(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"lab.internal", "192.168.1.5"}, {"pub.test", "8.8.4.4"}}};
+    struct policy_decision d;
+
+    /* audit_mode: a deny becomes audit with the same reason. */
+    d = decide(p, true, "8.8.8.8", 443, NULL, &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(p, false, "8.8.8.8", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+
+    /* enforcement: audit lets a private near miss pass as audit, also without audit_mode. */
+    d = decide(p, false, "192.168.1.5", 8000, NULL, &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_PRIVATE_ADDRESS, "lab", "lab.internal");
+    d = decide(p, true, "192.168.1.5", 8000, NULL, &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_PRIVATE_ADDRESS, "lab", "lab.internal");
+    /* ... but a public match under it is a plain allow, and a non-match a plain deny. */
+    d = decide(p, false, "8.8.4.4", 8000, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "lab", "pub.test");
+    d = decide(p, false, "192.168.1.6", 8000, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    policy_free(p);
+
+    /* An allow elsewhere beats an audited near miss. */
+    const char *yaml = "version: 1\nnetwork_policies:\n"
+                       "  a: {endpoints: [{host: lab.internal, port: 80, enforcement: audit}]}\n"
+                       "  b: {endpoints: [{allowed_ips: [192.168.0.0/16], port: 80}]}\n";
+    p = load_ok(yaml);
+    d = decide(p, false, "192.168.1.5", 80, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "b", NULL);
+    policy_free(p);
+}
+
+static void test_decide_null_policy(void **state)
+{
+    (void)state;
+    struct stub s = {.calls = 0};
+    struct policy_decision d = decide(NULL, false, "8.8.8.8", 443, "dns.google", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(NULL, true, "8.8.8.8", 443, NULL, &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    d = decide(NULL, false, "10.1.1.1", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_int_equal(s.calls, 0);
+}
+
+static void test_decide_first_match(void **state)
+{
+    (void)state;
+    const char *yaml = "version: 1\nnetwork_policies:\n"
+                       "  zz: {endpoints: [{host: h.test, port: 1}]}\n"
+                       "  aa: {endpoints: [{host: h.test, port: 1}]}\n"
+                       "  p1: {endpoints: [{host: near.test, port: 2}]}\n"
+                       "  p2: {endpoints: [{host: near.test, port: 2}]}\n";
+    struct policy *p = load_ok(yaml);
+    struct stub s = {.yes = {{"h.test", "7.7.7.7"}, {"near.test", "10.1.1.1"}}};
+    struct policy_decision d = decide(p, false, "7.7.7.7", 1, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "zz", "h.test");
+    d = decide(p, false, "10.1.1.1", 2, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_PRIVATE_ADDRESS, "p1", "near.test");
+    policy_free(p);
+}
+
+static void test_reason_names(void **state)
+{
+    (void)state;
+    assert_null(policy_reason_name(POLICY_REASON_NONE));
+    assert_string_equal(policy_reason_name(POLICY_REASON_NO_MATCHING_POLICY), "no_matching_policy");
+    assert_string_equal(policy_reason_name(POLICY_REASON_ALWAYS_BLOCKED_ADDRESS),
+                        "always_blocked_address");
+    assert_string_equal(policy_reason_name(POLICY_REASON_PRIVATE_ADDRESS), "private_address");
+    assert_null(policy_reason_name(POLICY_REASON_MAX));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_error_unknown_fields),
+        cmocka_unit_test(test_error_not_yet),
+        cmocka_unit_test(test_error_ports),
+        cmocka_unit_test(test_error_allowed_ips),
+        cmocka_unit_test(test_error_hosts),
+        cmocka_unit_test(test_error_endpoint_shape),
+        cmocka_unit_test(test_error_policy_shape),
+        cmocka_unit_test(test_error_version),
+        cmocka_unit_test(test_error_yaml),
+        cmocka_unit_test(test_error_alias_anchor_tag),
+        cmocka_unit_test(test_error_limits),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_error_format),
+        cmocka_unit_test(test_decide_exact_host),
+        cmocka_unit_test(test_decide_pending),
+        cmocka_unit_test(test_decide_wildcards),
+        cmocka_unit_test(test_decide_ports_and_addresses),
+        cmocka_unit_test(test_decide_private),
+        cmocka_unit_test(test_decide_always_blocked),
+        cmocka_unit_test(test_decide_audit),
+        cmocka_unit_test(test_decide_null_policy),
+        cmocka_unit_test(test_decide_first_match),
+        cmocka_unit_test(test_reason_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
