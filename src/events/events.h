@@ -90,6 +90,13 @@ int events_init(const struct events_config *cfg);
  * loudly: a sink error is reported once on stderr. */
 void events_emit(const struct event *ev);
 
+/* Write the summaries of rate-limited (suppressed) denied events whose
+ * interval has ended, so they appear even when the flood stops.  Call it from
+ * a 1 s timer; now_ms is CLOCK_MONOTONIC in ms (uv_now() of the loop is fine),
+ * 0 = read the clock here. */
+void events_flush(uint64_t now_ms);
+
+/* Write what is still suppressed, close the sinks. events_init may follow. */
 void events_shutdown(void);
 
 /* ---- reading back (portcullis events) ---- */
