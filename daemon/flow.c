@@ -1,0 +1,427 @@
+/*
+ * Flows: accept a REDIRECTed connection, recover its original destination,
+ * find its sandbox, decide (resolving policy hosts when needed), identify the
+ * sandboxed process, write the event, then relay or reset.
+ *
+ * A flow object lives from accept until both the decision and the process
+ * lookup are done.  An allowed flow is handed to the relay at once (the
+ * lookup finishes in parallel); a denied one is reset only after the lookup,
+ * so the process is still there to be named in the event.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "events.h"
+#include "ident.h"
+
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+#define FLOW_ACCEPT_BATCH 64
+#define FLOW_ACCEPT_BACKOFF_MS 250
+#define FLOW_MAX_DECIDE_ROUNDS 32
+#define FLOW_MAX_PENDING 16384 /* flows deciding or being identified */
+
+enum flow_flags {
+    FLOW_F_DECIDED = 1 << 0,
+    FLOW_F_IDENT_DONE = 1 << 1,
+    FLOW_F_IDENT_RUNNING = 1 << 2,
+    FLOW_F_RELAYING = 1 << 3, /* fd handed to the relay */
+    FLOW_F_COUNTED = 1 << 4,  /* counted in sandbox->n_flows */
+};
+
+struct flow {
+    int fd;
+    unsigned flags;
+    struct net_addr src, dst;
+    uint16_t sport, dport;
+    struct sandbox *sb;
+    enum event_action action;
+    const char *reason;
+    const char *policy_name;
+    char policy_name_buf[POLICY_MAX_NAME_LEN + 1];
+    unsigned rounds;
+    uv_work_t ident_req;
+    pid_t pid;
+    char exe[PATH_MAX];
+};
+
+struct listener {
+    int fd;
+    uv_poll_t poll;
+    bool polling;
+};
+
+static struct listener listeners[2];
+static size_t n_listeners;
+static uv_timer_t backoff_timer;
+static bool backoff_logged;
+static size_t n_pending;
+static size_t n_relaying;
+
+static void flow_decide(struct flow *f);
+
+size_t flow_count(void)
+{
+    return n_pending + n_relaying;
+}
+
+static void flow_free(struct flow *f)
+{
+    if (f->fd >= 0 && !(f->flags & FLOW_F_RELAYING))
+        relay_reset_fd(f->fd);
+    if (f->sb && (f->flags & FLOW_F_COUNTED) && !(f->flags & FLOW_F_RELAYING))
+        f->sb->n_flows--;
+    sandbox_unref(f->sb);
+    n_pending--;
+    free(f);
+}
+
+static void flow_emit(struct flow *f)
+{
+    struct event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.sandbox = f->sb ? f->sb->rec.name : NULL;
+    ev.type = "NET:OPEN";
+    ev.action = f->action;
+    ev.reason = f->reason;
+    ev.policy = f->policy_name;
+    ev.proto = "tcp";
+    ev.dst_ip = f->dst;
+    ev.dst_port = f->dport;
+    ev.pid = f->pid;
+    ev.exe = f->exe[0] ? f->exe : NULL;
+    ev.severity = f->action == EVENT_ACTION_ALLOWED ? EVENT_SEVERITY_INFO
+                  : f->action == EVENT_ACTION_AUDIT ? EVENT_SEVERITY_LOW
+                                                    : EVENT_SEVERITY_MEDIUM;
+    events_emit(&ev);
+}
+
+/* Both halves done: write the event; a denied flow is reset now. */
+static void flow_maybe_finish(struct flow *f)
+{
+    if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE))
+        return;
+    flow_emit(f);
+    flow_free(f);
+}
+
+static void on_relay_done(void *data, const struct relay_stats *st)
+{
+    struct sandbox *sb = data;
+    (void)st;
+    n_relaying--;
+    sb->n_flows--;
+    sandbox_unref(sb);
+}
+
+static void flow_set_verdict(struct flow *f, enum event_action action, const char *reason,
+                             const char *policy_name)
+{
+    f->action = action;
+    f->reason = reason;
+    if (policy_name) {
+        str_copy(f->policy_name_buf, policy_name, sizeof(f->policy_name_buf));
+        f->policy_name = f->policy_name_buf;
+    }
+    f->flags |= FLOW_F_DECIDED;
+    if (action == EVENT_ACTION_DENIED) {
+        flow_maybe_finish(f);
+        return;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = net_addr_to_sockaddr(&f->dst, f->dport, &ss);
+    struct relay_config rc = {
+        .connect_timeout_ms = daemon_cfg.connect_timeout_ms,
+        .idle_timeout_ms = daemon_cfg.idle_timeout_ms,
+        .no_splice = daemon_cfg.no_splice,
+    };
+    int err = relay_start(daemon_loop, &rc, f->fd, (struct sockaddr *)&ss, len, NULL, on_relay_done,
+                          f->sb);
+    if (err < 0) {
+        log_warn("sandbox %s: cannot relay: %s", f->sb->rec.name, strerror(-err));
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "proxy_error";
+        flow_maybe_finish(f);
+        return;
+    }
+    /* The relay owns the fd and one sandbox reference and the flow count. */
+    f->flags |= FLOW_F_RELAYING;
+    sandbox_ref(f->sb);
+    n_relaying++;
+    flow_maybe_finish(f);
+}
+
+static void on_resolved(void *data)
+{
+    flow_decide(data);
+}
+
+static void flow_decide(struct flow *f)
+{
+    struct policy_decision d;
+    struct policy_flow pf = {
+        .proto = POLICY_PROTO_TCP,
+        .dst = f->dst,
+        .dst_port = f->dport,
+        .hostname = NULL,
+    };
+    if (!f->sb->policy) {
+        /* The sandbox's policy failed to load: deny everything, visibly. */
+        flow_set_verdict(f, f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED,
+                         "policy_invalid", NULL);
+        return;
+    }
+    policy_decide(f->sb->policy, registry_policy_env(), f->sb->rec.audit, &pf, resolver_lookup,
+                  NULL, &d);
+    if (d.verdict == POLICY_PENDING) {
+        if (++f->rounds > FLOW_MAX_DECIDE_ROUNDS ||
+            resolver_resolve(d.pending_host, on_resolved, f) < 0) {
+            flow_set_verdict(f, EVENT_ACTION_DENIED, "resolution_failed", d.policy_name);
+        }
+        return;
+    }
+    switch (d.verdict) {
+    case POLICY_ALLOW:
+        flow_set_verdict(f, EVENT_ACTION_ALLOWED, NULL, d.policy_name);
+        break;
+    case POLICY_AUDIT:
+        flow_set_verdict(f, EVENT_ACTION_AUDIT, policy_reason_name(d.reason), d.policy_name);
+        break;
+    default:
+        flow_set_verdict(f, EVENT_ACTION_DENIED, policy_reason_name(d.reason), d.policy_name);
+        break;
+    }
+}
+
+static void ident_work(uv_work_t *req)
+{
+    struct flow *f = req->data;
+    if (ident_lookup(f->sb->netns_fd, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
+                     sizeof(f->exe)) < 0) {
+        f->pid = 0;
+        f->exe[0] = '\0';
+    }
+}
+
+static void on_ident_done(uv_work_t *req, int status)
+{
+    struct flow *f = req->data;
+    (void)status;
+    f->flags &= ~FLOW_F_IDENT_RUNNING;
+    f->flags |= FLOW_F_IDENT_DONE;
+    flow_maybe_finish(f);
+}
+
+static int get_original_dst(int fd, int family, struct net_addr *ret, uint16_t *ret_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int rc = family == AF_INET ? getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len)
+                               : getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
+    if (rc < 0)
+        return -errno;
+    return net_addr_from_sockaddr((struct sockaddr *)&ss, ret, ret_port);
+}
+
+static void flow_accepted(int fd, int family, const struct sockaddr_storage *peer)
+{
+    struct flow *f;
+    struct net_addr src, dst;
+    uint16_t sport, dport;
+    char sbuf[NET_ENDPOINT_STRLEN];
+
+    if (net_addr_from_sockaddr((const struct sockaddr *)peer, &src, &sport) < 0 ||
+        get_original_dst(fd, family, &dst, &dport) < 0) {
+        /* Not a REDIRECTed flow (someone connected to the port directly). */
+        log_debug("connection from %s without an original destination: reset",
+                  net_endpoint_format(&src, sport, sbuf, sizeof(sbuf)));
+        relay_reset_fd(fd);
+        return;
+    }
+    struct sandbox *sb = registry_find_by_addr(&src);
+    if (!sb) {
+        /* Perhaps registered a moment ago: look at the registry once more. */
+        registry_rescan();
+        sb = registry_find_by_addr(&src);
+    }
+    if (!sb || n_pending >= FLOW_MAX_PENDING) {
+        struct event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = "NET:OPEN";
+        ev.action = EVENT_ACTION_DENIED;
+        ev.reason = sb ? "flow_limit" : "unknown_sandbox";
+        ev.proto = "tcp";
+        ev.dst_ip = dst;
+        ev.dst_port = dport;
+        ev.severity = EVENT_SEVERITY_MEDIUM;
+        ev.sandbox = sb ? sb->rec.name : NULL;
+        events_emit(&ev);
+        sandbox_unref(sb);
+        relay_reset_fd(fd);
+        return;
+    }
+    f = calloc(1, sizeof(*f));
+    if (!f) {
+        sandbox_unref(sb);
+        relay_reset_fd(fd);
+        return;
+    }
+    n_pending++;
+    f->fd = fd;
+    f->src = src;
+    f->sport = sport;
+    f->dst = dst;
+    f->dport = dport;
+    f->sb = sb;
+
+    if (sb->n_flows >= daemon_cfg.max_flows_per_sandbox) {
+        f->flags |= FLOW_F_IDENT_DONE;
+        flow_set_verdict(f, EVENT_ACTION_DENIED, "connection_limit", NULL);
+        return;
+    }
+    sb->n_flows++;
+    f->flags |= FLOW_F_COUNTED;
+
+    if (daemon_cfg.no_ident || sb->netns_fd < 0) {
+        f->flags |= FLOW_F_IDENT_DONE;
+    } else {
+        f->ident_req.data = f;
+        if (uv_queue_work(daemon_loop, &f->ident_req, ident_work, on_ident_done) == 0)
+            f->flags |= FLOW_F_IDENT_RUNNING;
+        else
+            f->flags |= FLOW_F_IDENT_DONE;
+    }
+    flow_decide(f);
+}
+
+static void listener_pause(void);
+
+static void on_backoff(uv_timer_t *t)
+{
+    (void)t;
+    for (size_t i = 0; i < n_listeners; i++) {
+        if (!listeners[i].polling) {
+            uv_poll_start(&listeners[i].poll, UV_READABLE, NULL);
+            listeners[i].polling = true;
+        }
+    }
+}
+
+static void on_listener_readable(uv_poll_t *p, int status, int events);
+
+static void listener_pause(void)
+{
+    if (!backoff_logged) {
+        log_error("out of file descriptors: pausing accept for %d ms (connections wait in the "
+                  "backlog)",
+                  FLOW_ACCEPT_BACKOFF_MS);
+        backoff_logged = true;
+    }
+    for (size_t i = 0; i < n_listeners; i++) {
+        if (listeners[i].polling) {
+            uv_poll_stop(&listeners[i].poll);
+            listeners[i].polling = false;
+        }
+    }
+    uv_timer_start(&backoff_timer, on_backoff, FLOW_ACCEPT_BACKOFF_MS, 0);
+}
+
+static void on_listener_readable(uv_poll_t *p, int status, int events)
+{
+    struct listener *l = p->data;
+    (void)events;
+    if (status < 0)
+        return;
+    for (int i = 0; i < FLOW_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                listener_pause();
+                return;
+            }
+            continue; /* ECONNABORTED, EINTR, EPROTO...: next one */
+        }
+        if (backoff_logged) {
+            log_info("accepting connections again");
+            backoff_logged = false;
+        }
+        int family = ((struct sockaddr *)&peer)->sa_family;
+        flow_accepted(fd, family, &peer);
+    }
+}
+
+static int listener_open(int family, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    struct net_addr any;
+    int one = 1;
+    memset(&any, 0, sizeof(any));
+    any.family = family;
+    socklen_t len = net_addr_to_sockaddr(&any, port, &ss);
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int flow_listen(void)
+{
+    static const int families[2] = {AF_INET, AF_INET6};
+    uv_timer_init(daemon_loop, &backoff_timer);
+    for (size_t i = 0; i < 2; i++) {
+        int fd = listener_open(families[i], daemon_cfg.port);
+        if (fd < 0) {
+            log_error("cannot listen on %s port %u: %s", families[i] == AF_INET ? "IPv4" : "IPv6",
+                      daemon_cfg.port, strerror(-fd));
+            return fd;
+        }
+        struct listener *l = &listeners[n_listeners++];
+        l->fd = fd;
+        uv_poll_init(daemon_loop, &l->poll, fd);
+        l->poll.data = l;
+        uv_poll_start(&l->poll, UV_READABLE, on_listener_readable);
+        l->polling = true;
+    }
+    return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    close(l->fd);
+    l->fd = -1;
+}
+
+void flow_shutdown(void)
+{
+    for (size_t i = 0; i < n_listeners; i++)
+        uv_close((uv_handle_t *)&listeners[i].poll, on_listener_closed);
+    n_listeners = 0;
+    if (!uv_is_closing((uv_handle_t *)&backoff_timer))
+        uv_close((uv_handle_t *)&backoff_timer, NULL);
+    relay_abort_all();
+}

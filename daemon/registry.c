@@ -1,0 +1,291 @@
+/*
+ * The daemon's view of the on-disk sandbox registry (see sandbox.h).
+ *
+ * Sandboxes are found by the source address of a flow: one address pair per
+ * sandbox, and the host drops spoofed sources, so the address identifies the
+ * sandbox.  A flow holds a reference; a sandbox removed from disk stays in
+ * memory until its last flow is gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+#define REGISTRY_MAX_HOST_ADDRS 256
+
+static struct sandbox *sandboxes;
+static size_t n_sandboxes;
+static struct net_addr host_addrs[REGISTRY_MAX_HOST_ADDRS];
+static size_t n_host_addrs;
+static struct net_prefix pools[2];
+static struct policy_env policy_env;
+
+struct sandbox *sandbox_ref(struct sandbox *sb)
+{
+    sb->refs++;
+    return sb;
+}
+
+static void sandbox_free(struct sandbox *sb)
+{
+    policy_free(sb->policy);
+    if (sb->netns_fd >= 0)
+        close(sb->netns_fd);
+    free(sb);
+}
+
+void sandbox_unref(struct sandbox *sb)
+{
+    if (!sb)
+        return;
+    if (--sb->refs == 0)
+        sandbox_free(sb);
+}
+
+/* A policy source the daemon may re-read: every component root-owned and not
+ * writable by others (a sticky directory, like /tmp, is fine), so no
+ * sandboxed process (never root with capabilities) could have written it. */
+static bool policy_source_trusted(const char *path, char *why, size_t whylen)
+{
+    char buf[PATH_MAX];
+    struct stat st;
+    if (!path[0] || path[0] != '/') {
+        snprintf(why, whylen, "no absolute source path");
+        return false;
+    }
+    if (!realpath(path, buf)) {
+        snprintf(why, whylen, "%.300s: %s", path, strerror(errno));
+        return false;
+    }
+    if (stat(buf, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
+        (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        snprintf(why, whylen, "%.300s is not a root-owned file writable only by root", buf);
+        return false;
+    }
+    for (char *slash = strrchr(buf, '/'); slash; slash = strrchr(buf, '/')) {
+        if (slash == buf)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+        if (stat(buf, &st) < 0 || st.st_uid != 0 ||
+            ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))) {
+            snprintf(why, whylen, "directory %.300s is writable by others", buf);
+            return false;
+        }
+        if (slash == buf)
+            break;
+    }
+    return true;
+}
+
+static void write_ack(const char *name, const char *status)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8], text[512];
+    sandbox_path(name, "ack", path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int n = snprintf(text, sizeof(text), "pid=%d\nstatus=%s\n", (int)getpid(), status);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return;
+    bool ok = write(fd, text, (size_t)n) == n;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0)
+        unlink(tmp);
+}
+
+static int load_policy_copy(const char *name, struct policy **ret, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    struct policy_error perr;
+    sandbox_path(name, "policy.yaml", path, sizeof(path));
+    int rc = policy_load_file(path, ret, &perr);
+    if (rc < 0)
+        policy_error_format(&perr, err, errlen);
+    return rc;
+}
+
+static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
+{
+    struct sandbox *sb = calloc(1, sizeof(*sb));
+    char err[512], path[PATH_MAX];
+    if (!sb)
+        return NULL;
+    sb->netns_fd = -1;
+    sb->refs = 1;
+    sb->conf_mtime_ns = mtime_ns;
+    int rc = sandbox_record_read(name, &sb->rec);
+    if (rc < 0) {
+        log_error("sandbox %s: cannot read its record: %s", name, strerror(-rc));
+        free(sb);
+        return NULL;
+    }
+    if (load_policy_copy(name, &sb->policy, err, sizeof(err)) < 0) {
+        /* Fail closed: the sandbox is known, and everything it does is denied. */
+        log_error("sandbox %s: policy not loaded, denying everything: %s", name, err);
+        write_ack(name, "policy-error");
+    } else {
+        write_ack(name, "ok");
+    }
+    snprintf(path, sizeof(path), "/run/netns/%s", sb->rec.netns);
+    sb->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    log_info("sandbox %s registered (%s)", name, sb->policy ? "policy loaded" : "deny all");
+    return sb;
+}
+
+static void sandbox_remove(struct sandbox **pp)
+{
+    struct sandbox *sb = *pp;
+    *pp = sb->next;
+    n_sandboxes--;
+    sb->removed = true;
+    sb->next = NULL;
+    log_info("sandbox %s unregistered", sb->rec.name);
+    sandbox_unref(sb);
+}
+
+static void rescan_one(void *ctx, const char *name)
+{
+    (void)ctx;
+    char path[PATH_MAX];
+    struct stat st;
+    sandbox_path(name, "sandbox.conf", path, sizeof(path));
+    if (stat(path, &st) < 0)
+        return; /* being created or removed */
+    uint64_t mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+    for (struct sandbox **pp = &sandboxes; *pp; pp = &(*pp)->next) {
+        struct sandbox *sb = *pp;
+        if (strcmp(sb->rec.name, name) != 0)
+            continue;
+        if (sb->conf_mtime_ns == mtime) {
+            sb->seen = true;
+            return;
+        }
+        /* Re-created under the same name: replace. */
+        sandbox_remove(pp);
+        break;
+    }
+    struct sandbox *sb = sandbox_load(name, mtime);
+    if (!sb)
+        return;
+    sb->seen = true;
+    sb->next = sandboxes;
+    sandboxes = sb;
+    n_sandboxes++;
+}
+
+void registry_rescan(void)
+{
+    for (struct sandbox *sb = sandboxes; sb; sb = sb->next)
+        sb->seen = false;
+    int rc = sandbox_list(rescan_one, NULL);
+    if (rc < 0) {
+        log_error("reading the sandbox registry: %s", strerror(-rc));
+        return; /* keep what we have rather than dropping every sandbox */
+    }
+    for (struct sandbox **pp = &sandboxes; *pp;) {
+        if (!(*pp)->seen)
+            sandbox_remove(pp);
+        else
+            pp = &(*pp)->next;
+    }
+}
+
+void registry_reload_policies(void)
+{
+    for (struct sandbox *sb = sandboxes; sb; sb = sb->next) {
+        struct policy *np = NULL;
+        struct policy_error perr;
+        char why[512], err[512], copy[PATH_MAX];
+        const char *from;
+        int rc;
+        if (policy_source_trusted(sb->rec.policy_source, why, sizeof(why))) {
+            from = sb->rec.policy_source;
+            rc = policy_load_file(from, &np, &perr);
+            if (rc < 0)
+                policy_error_format(&perr, err, sizeof(err));
+        } else {
+            if (sb->rec.policy_source[0])
+                log_warn("sandbox %s: not re-reading %s (%s); reloading the registered copy",
+                         sb->rec.name, sb->rec.policy_source, why);
+            from = sandbox_path(sb->rec.name, "policy.yaml", copy, sizeof(copy));
+            rc = load_policy_copy(sb->rec.name, &np, err, sizeof(err));
+        }
+        if (rc < 0) {
+            log_error("sandbox %s: reload failed, keeping the previous policy: %s", sb->rec.name,
+                      err);
+            continue;
+        }
+        policy_free(sb->policy);
+        sb->policy = np;
+        log_info("sandbox %s: policy reloaded from %s", sb->rec.name, from);
+    }
+}
+
+struct sandbox *registry_find_by_addr(const struct net_addr *src)
+{
+    for (struct sandbox *sb = sandboxes; sb; sb = sb->next) {
+        if (net_addr_equal(src, &sb->rec.sandbox_v4) || net_addr_equal(src, &sb->rec.sandbox_v6))
+            return sandbox_ref(sb);
+    }
+    return NULL;
+}
+
+size_t registry_count(void)
+{
+    return n_sandboxes;
+}
+
+void registry_refresh_host_addrs(void)
+{
+    struct ifaddrs *ifa = NULL;
+    if (getifaddrs(&ifa) < 0)
+        return; /* keep the previous list */
+    size_t n = 0;
+    for (struct ifaddrs *i = ifa; i && n < REGISTRY_MAX_HOST_ADDRS; i = i->ifa_next) {
+        if (!i->ifa_addr)
+            continue;
+        struct net_addr a;
+        if (net_addr_from_sockaddr(i->ifa_addr, &a, NULL) == 0)
+            host_addrs[n++] = a;
+    }
+    freeifaddrs(ifa);
+    n_host_addrs = n;
+    policy_env.host_addrs = host_addrs;
+    policy_env.n_host_addrs = n_host_addrs;
+}
+
+const struct policy_env *registry_policy_env(void)
+{
+    return &policy_env;
+}
+
+int registry_init(void)
+{
+    struct sandbox_pools p;
+    char err[512];
+    int rc = sandbox_pools_load(&p, err, sizeof(err));
+    if (rc < 0) {
+        log_error("%s", err);
+        return rc;
+    }
+    pools[0] = p.v4;
+    pools[1] = p.v6;
+    policy_env.sandbox_pools = pools;
+    policy_env.n_sandbox_pools = 2;
+    registry_refresh_host_addrs();
+    registry_rescan();
+    return 0;
+}
+
+void registry_shutdown(void)
+{
+    while (sandboxes)
+        sandbox_remove(&sandboxes);
+}

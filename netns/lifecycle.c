@@ -1,0 +1,509 @@
+/*
+ * Creating and deleting sandboxes.  Creation writes the registry record
+ * first, so that a crash at any later step leaves something `list` shows and
+ * `delete` can clean; deletion works from the record and is idempotent.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net.h"
+#include "policy.h"
+#include "rules.h"
+#include "tool.h"
+
+#define ETC_NETNS "/etc/netns"
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    str_copy(buf, path, sizeof(buf));
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* Serialises index allocation and create/delete across concurrent tools. */
+static int registry_lock(void)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/sandboxes", sandbox_state_dir());
+    int rc = mkdir_p(path, 0700);
+    if (rc < 0) {
+        log_error("cannot create %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    snprintf(path, sizeof(path), "%s/registry.lock", sandbox_state_dir());
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+        rc = -errno;
+        log_error("cannot lock %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static void registry_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+static int copy_file(const char *src, const char *dst, mode_t mode, size_t max)
+{
+    char tmp[PATH_MAX + 8];
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (out < 0) {
+        int err = -errno;
+        close(in);
+        return err;
+    }
+    char buf[65536];
+    size_t total = 0;
+    int err = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0) {
+            err = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        total += (size_t)n;
+        if (total > max) {
+            err = -EFBIG;
+            break;
+        }
+        if (write(out, buf, (size_t)n) != n) {
+            err = -EIO;
+            break;
+        }
+    }
+    close(in);
+    if (close(out) < 0 && !err)
+        err = -errno;
+    if (!err && rename(tmp, dst) < 0)
+        err = -errno;
+    if (err)
+        unlink(tmp);
+    return err;
+}
+
+struct used_indexes {
+    unsigned char *used;
+    unsigned cap;
+};
+
+static void mark_used(void *ctx, const char *name)
+{
+    struct used_indexes *u = ctx;
+    struct sandbox_record r;
+    if (sandbox_record_read(name, &r) == 0 && r.index < u->cap)
+        u->used[r.index] = 1;
+}
+
+int tool_next_index(const struct sandbox_pools *pools, unsigned *ret)
+{
+    struct used_indexes u;
+    u.cap = sandbox_pools_capacity(pools);
+    u.used = calloc(u.cap, 1);
+    if (!u.used)
+        return -ENOMEM;
+    int rc = sandbox_list(mark_used, &u);
+    if (rc < 0) {
+        free(u.used);
+        return rc;
+    }
+    for (unsigned i = 0; i < u.cap; i++) {
+        char ifname[IF_NAMESIZE];
+        snprintf(ifname, sizeof(ifname), SANDBOX_IF_PREFIX "%u", i);
+        /* A leftover link (crash before its record) also takes the index. */
+        if (!u.used[i] && !link_exists(ifname)) {
+            free(u.used);
+            *ret = i;
+            return 0;
+        }
+    }
+    free(u.used);
+    return -ENOSPC;
+}
+
+static int write_resolv_conf(const struct sandbox_record *r)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16], h4[NET_ADDR_STRLEN], h6[NET_ADDR_STRLEN];
+    snprintf(dir, sizeof(dir), ETC_NETNS "/%s", r->netns);
+    int rc = mkdir_p(dir, 0755);
+    if (rc < 0)
+        return rc;
+    snprintf(path, sizeof(path), "%s/resolv.conf", dir);
+    FILE *f = fopen(path, "we");
+    if (!f)
+        return -errno;
+    /* DNS goes to the host side of the veth, where the daemon's policy DNS
+     * will answer; until then queries are dropped (fail closed). */
+    fprintf(f, "# written by portcullis for sandbox %s\nnameserver %s\nnameserver %s\n", r->name,
+            net_addr_format(&r->host_v4, h4, sizeof(h4)),
+            net_addr_format(&r->host_v6, h6, sizeof(h6)));
+    if (fclose(f) != 0)
+        return -errno;
+    return 0;
+}
+
+static void remove_resolv_conf(const char *netns)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    snprintf(dir, sizeof(dir), ETC_NETNS "/%s", netns);
+    snprintf(path, sizeof(path), "%s/resolv.conf", dir);
+    unlink(path);
+    rmdir(dir);
+    rmdir(ETC_NETNS); /* only if empty; we may have created it */
+}
+
+/* Configure the inside of the namespace: lo, eth0, addresses, routes. */
+static int setup_inside(const struct sandbox_record *r, int nsfd, const char **step)
+{
+    int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0)
+        return -errno;
+    int rc = netns_enter(nsfd);
+    if (rc < 0) {
+        close(self);
+        *step = "entering the namespace";
+        return rc;
+    }
+    if ((rc = net_sysctl_write("ipv6/conf/all/accept_ra", "0")) < 0 ||
+        (rc = net_sysctl_write("ipv6/conf/default/accept_ra", "0")) < 0) {
+        *step = "disabling router advertisements";
+    } else if ((rc = link_set_up("lo")) < 0) {
+        *step = "bringing up lo";
+    } else if ((rc = addr_add("eth0", &r->sandbox_v4, r->prefix_v4)) < 0 ||
+               (rc = addr_add("eth0", &r->sandbox_v6, r->prefix_v6)) < 0) {
+        *step = "adding the sandbox addresses";
+    } else if ((rc = link_set_up("eth0")) < 0) {
+        *step = "bringing up eth0";
+    } else if ((rc = route_add_default("eth0", &r->host_v4)) < 0 ||
+               (rc = route_add_default("eth0", &r->host_v6)) < 0) {
+        *step = "adding the default routes";
+    }
+    if (netns_enter(self) < 0) {
+        /* Cannot get back: nothing sane left to do in this process. */
+        log_error("cannot return to the host network namespace: %s", strerror(errno));
+        _exit(1);
+    }
+    close(self);
+    return rc;
+}
+
+static int build_sandbox(const struct sandbox_record *r, const char **step)
+{
+    char path[PATH_MAX];
+    int rc = netns_create(r->netns);
+    if (rc < 0) {
+        *step = "creating the network namespace";
+        return rc;
+    }
+    int nsfd = netns_open(r->netns);
+    if (nsfd < 0) {
+        *step = "opening the network namespace";
+        return nsfd;
+    }
+    rc = link_veth_create(r->host_ifname, "eth0", nsfd);
+    if (rc < 0) {
+        *step = "creating the veth pair";
+        goto out;
+    }
+    snprintf(path, sizeof(path), "ipv6/conf/%s/accept_ra", r->host_ifname);
+    net_sysctl_write(path, "0");
+    snprintf(path, sizeof(path), "ipv6/conf/%s/forwarding", r->host_ifname);
+    net_sysctl_write(path, "0");
+    if ((rc = addr_add(r->host_ifname, &r->host_v4, r->prefix_v4)) < 0 ||
+        (rc = addr_add(r->host_ifname, &r->host_v6, r->prefix_v6)) < 0) {
+        *step = "adding the host-side addresses";
+        goto out;
+    }
+    if ((rc = link_set_up(r->host_ifname)) < 0) {
+        *step = "bringing up the host-side link";
+        goto out;
+    }
+    rc = setup_inside(r, nsfd, step);
+    if (rc < 0)
+        goto out;
+    struct rules_sandbox rs = {
+        .index = r->index,
+        .host_ifname = r->host_ifname,
+        .sandbox_v4 = r->sandbox_v4,
+        .sandbox_v6 = r->sandbox_v6,
+        .proxy_port = r->proxy_port,
+    };
+    rc = rules_apply(&rs);
+    if (rc < 0) {
+        *step = "applying the netfilter rules";
+        goto out;
+    }
+    rc = write_resolv_conf(r);
+    if (rc < 0)
+        *step = "writing resolv.conf";
+out:
+    close(nsfd);
+    return rc;
+}
+
+static uint16_t daemon_port(void)
+{
+    char path[PATH_MAX], buf[16];
+    long v;
+    snprintf(path, sizeof(path), "%s/daemon.port", sandbox_state_dir());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return SANDBOX_DEFAULT_PROXY_PORT;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0 || !tool_daemon_alive(NULL))
+        return SANDBOX_DEFAULT_PROXY_PORT;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    if (parse_long(buf, 1, 65535, &v) < 0)
+        return SANDBOX_DEFAULT_PROXY_PORT;
+    return (uint16_t)v;
+}
+
+int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
+{
+    struct sandbox_pools pools;
+    struct sandbox_record r;
+    struct policy *pol = NULL;
+    struct policy_error perr;
+    char err[512], dir[PATH_MAX], path[PATH_MAX], abs[PATH_MAX];
+    const char *step = NULL;
+    unsigned index;
+    int rc;
+
+    if (!sandbox_name_valid(o->name)) {
+        log_error("invalid sandbox name '%s' (letters, digits, '_', '.', '-'; at most %d; "
+                  "starting with a letter or digit)",
+                  o->name, SANDBOX_NAME_MAX);
+        return -EINVAL;
+    }
+    rc = policy_load_file(o->policy_path, &pol, &perr);
+    if (rc < 0) {
+        fprintf(stderr, "%s\n", policy_error_format(&perr, err, sizeof(err)));
+        return rc;
+    }
+    policy_free(pol);
+    if (!realpath(o->policy_path, abs))
+        str_copy(abs, o->policy_path, sizeof(abs));
+    rc = sandbox_pools_load(&pools, err, sizeof(err));
+    if (rc < 0) {
+        log_error("%s", err);
+        return rc;
+    }
+
+    int lock = registry_lock();
+    if (lock < 0)
+        return lock;
+    sandbox_path(o->name, NULL, dir, sizeof(dir));
+    if (access(dir, F_OK) == 0) {
+        registry_unlock(lock);
+        log_error("sandbox %s already exists (remove it with `portcullis delete %s`)", o->name,
+                  o->name);
+        return -EEXIST;
+    }
+    rc = tool_next_index(&pools, &index);
+    if (rc < 0) {
+        registry_unlock(lock);
+        log_error("no free sandbox address in the pools: %s", strerror(-rc));
+        return rc;
+    }
+    memset(&r, 0, sizeof(r));
+    sandbox_record_assign(&r, o->name, index, &pools);
+    r.audit = o->audit;
+    r.ephemeral = o->ephemeral;
+    r.owner_pid = o->ephemeral ? getpid() : 0;
+    r.owner_start = o->ephemeral ? sandbox_proc_start_time(getpid()) : 0;
+    r.proxy_port = daemon_port();
+    str_copy(r.policy_source, abs, sizeof(r.policy_source));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r.created_usec = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+
+    if (mkdir(dir, 0700) < 0) {
+        rc = -errno;
+        registry_unlock(lock);
+        log_error("cannot create %s: %s", dir, strerror(errno));
+        return rc;
+    }
+    /* The daemon reads this copy, never the user's file: a sandboxed process
+     * may be able to write the original. */
+    rc = copy_file(o->policy_path, sandbox_path(o->name, "policy.yaml", path, sizeof(path)), 0600,
+                   POLICY_MAX_FILE_BYTES);
+    if (rc < 0) {
+        step = "copying the policy";
+        goto fail;
+    }
+    if (o->upstream_ca) {
+        rc = copy_file(o->upstream_ca, sandbox_path(o->name, "upstream-ca.pem", path, sizeof(path)),
+                       0600, 4 * 1024 * 1024);
+        if (rc < 0) {
+            step = "copying the upstream CA bundle";
+            goto fail;
+        }
+    }
+    rc = sandbox_record_write(&r);
+    if (rc < 0) {
+        step = "writing the registry record";
+        goto fail;
+    }
+    rc = build_sandbox(&r, &step);
+    if (rc < 0)
+        goto fail;
+    /* Rewrite the record so the daemon (re)loads the finished sandbox. */
+    unlink(sandbox_path(o->name, "ack", path, sizeof(path)));
+    rc = sandbox_record_write(&r);
+    if (rc < 0) {
+        step = "writing the registry record";
+        goto fail;
+    }
+    registry_unlock(lock);
+    *ret = r;
+    return 0;
+
+fail:
+    log_error("creating sandbox %s: %s failed: %s", o->name, step ? step : "setup", strerror(-rc));
+    registry_unlock(lock);
+    tool_delete(o->name, true);
+    return rc;
+}
+
+static void remove_state_dir(const char *name)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 300];
+    sandbox_path(name, NULL, dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int tool_delete(const char *name, bool quiet)
+{
+    struct sandbox_record r;
+    char netns[SANDBOX_NAME_MAX + 16], dir[PATH_MAX];
+    int failures = 0;
+
+    if (!sandbox_name_valid(name)) {
+        log_error("invalid sandbox name '%s'", name);
+        return -EINVAL;
+    }
+    int lock = registry_lock();
+    if (lock < 0)
+        return lock;
+    int rc = sandbox_record_read(name, &r);
+    snprintf(netns, sizeof(netns), SANDBOX_NETNS_PREFIX "%s", name);
+    if (rc == 0) {
+        str_copy(netns, r.netns, sizeof(netns));
+    } else {
+        sandbox_path(name, NULL, dir, sizeof(dir));
+        bool leftovers = access(dir, F_OK) == 0;
+        char nspath[PATH_MAX];
+        snprintf(nspath, sizeof(nspath), NETNS_RUN_DIR "/%s", netns);
+        leftovers |= access(nspath, F_OK) == 0;
+        if (!leftovers) {
+            registry_unlock(lock);
+            if (!quiet)
+                log_info("no sandbox named %s (nothing to delete)", name);
+            return 0;
+        }
+    }
+    /* Processes first: a namespace with processes in it outlives its mount. */
+    tool_kill_sandbox_processes(netns);
+    if (rc == 0) {
+        struct rules_sandbox rs = {
+            .index = r.index,
+            .host_ifname = r.host_ifname,
+            .sandbox_v4 = r.sandbox_v4,
+            .sandbox_v6 = r.sandbox_v6,
+            .proxy_port = r.proxy_port,
+        };
+        if (rules_remove(&rs) < 0)
+            failures++;
+        int lrc = link_delete(r.host_ifname);
+        if (lrc < 0) {
+            log_error("deleting link %s: %s", r.host_ifname, strerror(-lrc));
+            failures++;
+        }
+    }
+    int nrc = netns_delete(netns);
+    if (nrc < 0) {
+        log_error("deleting network namespace %s: %s", netns, strerror(-nrc));
+        failures++;
+    }
+    remove_resolv_conf(netns);
+    remove_state_dir(name);
+    registry_unlock(lock);
+    tool_notify_daemon();
+    return failures ? -EIO : 0;
+}
+
+void tool_kill_sandbox_processes(const char *netns)
+{
+    char path[PATH_MAX];
+    struct stat ns;
+    snprintf(path, sizeof(path), NETNS_RUN_DIR "/%s", netns);
+    if (stat(path, &ns) < 0)
+        return;
+    for (int round = 0; round < 50; round++) {
+        int found = 0;
+        DIR *d = opendir("/proc");
+        if (!d)
+            return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            long pid;
+            struct stat st;
+            if (parse_long(de->d_name, 1, INT32_MAX, &pid) < 0 || pid == getpid())
+                continue;
+            snprintf(path, sizeof(path), "/proc/%ld/ns/net", pid);
+            if (stat(path, &st) < 0 || st.st_ino != ns.st_ino || st.st_dev != ns.st_dev)
+                continue;
+            kill((pid_t)pid, SIGKILL);
+            found++;
+        }
+        closedir(d);
+        if (!found)
+            return;
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}

@@ -1,0 +1,120 @@
+#!/bin/bash
+# Allowed and denied by host, port and address, IPv4 and IPv6; always-blocked
+# and private addresses; --audit; the journal fields of each decision.
+. "$(dirname "$0")/lib.sh"
+require_root
+ensure_journal
+setup_upstream
+start_server web4 "$UP4" 8080 http
+start_server web6 "$UP6" 8080 http
+start_server wrongport "$UP4" 9999 http
+start_server byaddr "$UP4B" 9090 http
+start_server other8080 "$UP4B" 8080 http
+start_server private "$UP4B" 8081 http
+start_server meta "$UP_LL" 8080 http
+start_daemon
+
+POL="$T_DIR/policy.yaml"
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies:
+  upstream_web:
+    name: upstream web
+    endpoints:
+      - host: up.test
+        port: 8080
+        allowed_ips: ["198.18.0.0/24", "2001:db8::/64"]
+  by_address:
+    endpoints:
+      - allowed_ips: ["198.18.0.11/32"]
+        ports: [9090, 9091]
+  private_no_ips:
+    endpoints:
+      - host: other.test
+        port: 8081
+  meta:
+    endpoints:
+      - host: metadata.test
+        port: 8080
+        allowed_ips: ["169.254.77.0/24"]
+YAML
+"$PORTCULLIS" policy check "$POL" >/dev/null || die "policy check failed"
+
+CURL=(curl -sS -m 5 --noproxy '*')
+mark_journal
+
+# --- allowed ---
+out=$("$PORTCULLIS" run --name l4-a --policy "$POL" -- "${CURL[@]}" "http://$UP4:8080/v4") || true
+check "IPv4 host endpoint allowed" [ "$out" = "ok GET /v4 port 8080" ]
+out=$("$PORTCULLIS" run --name l4-b --policy "$POL" -- "${CURL[@]}" "http://[$UP6]:8080/v6") || true
+check "IPv6 host endpoint allowed" [ "$out" = "ok GET /v6 port 8080" ]
+out=$("$PORTCULLIS" run --name l4-c --policy "$POL" -- "${CURL[@]}" "http://$UP4B:9090/addr") || true
+check "address-only endpoint allowed" [ "$out" = "ok GET /addr port 9090" ]
+
+# --- denied ---
+"$PORTCULLIS" run --name l4-d --policy "$POL" -- "${CURL[@]}" "http://$UP4:9999/" >/dev/null 2>&1
+check "port not in policy: curl fails" [ $? -ne 0 ]
+check "port not in policy: upstream saw nothing" [ "$(server_connects wrongport)" = 0 ]
+"$PORTCULLIS" run --name l4-e --policy "$POL" -- "${CURL[@]}" "http://$UP4B:8080/" >/dev/null 2>&1
+check "address not among the host's answers: denied" [ $? -ne 0 ]
+check "address not among the host's answers: upstream saw nothing" [ "$(server_connects other8080)" = 0 ]
+"$PORTCULLIS" run --name l4-f --policy "$POL" -- "${CURL[@]}" "http://$UP4B:8081/" >/dev/null 2>&1
+check "private address without allowed_ips: denied" [ $? -ne 0 ]
+check "private address: upstream saw nothing" [ "$(server_connects private)" = 0 ]
+"$PORTCULLIS" run --name l4-g --policy "$POL" -- "${CURL[@]}" "http://$UP_LL:8080/" >/dev/null 2>&1
+check "link-local address always blocked, even if listed" [ $? -ne 0 ]
+check "link-local: upstream saw nothing" [ "$(server_connects meta)" = 0 ]
+"$PORTCULLIS" run --name l4-h --policy "$POL" -- sh -c \
+    'gw=$(ip -4 route show default | cut -d" " -f3); curl -sS -m 5 http://$gw:8080/' >/dev/null 2>&1
+check "host side of the veth always blocked" [ $? -ne 0 ]
+"$PORTCULLIS" run --name l4-i --policy "$POL" -- "${CURL[@]}" "http://[$UP6]:9999/" >/dev/null 2>&1
+check "IPv6 port not in policy: denied" [ $? -ne 0 ]
+
+# --- audit ---
+out=$("$PORTCULLIS" run --audit --name l4-j --policy "$POL" -- "${CURL[@]}" "http://$UP4:9999/audit") || true
+check "--audit lets a would-be denial pass" [ "$out" = "ok GET /audit port 9999" ]
+"$PORTCULLIS" run --audit --name l4-k --policy "$POL" -- "${CURL[@]}" "http://$UP_LL:8080/" >/dev/null 2>&1
+check "--audit still blocks always-blocked addresses" [ $? -ne 0 ]
+
+# --- journal ---
+e=$(journal_find PORTCULLIS_SANDBOX=l4-a PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=allowed \
+    PORTCULLIS_POLICY=upstream_web PORTCULLIS_PROTO=tcp PORTCULLIS_DST_IP=$UP4 \
+    PORTCULLIS_DST_PORT=8080 PORTCULLIS_SEVERITY=info PRIORITY=6 OCSF_CLASS_UID=4001 \
+    PORTCULLIS_EXE=/usr/bin/curl)
+check "journal: allowed flow with its fields" [ -n "$e" ]
+e=$(journal_find PORTCULLIS_SANDBOX=l4-d PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied \
+    PORTCULLIS_REASON=no_matching_policy PORTCULLIS_POLICY= PORTCULLIS_DST_IP=$UP4 \
+    PORTCULLIS_DST_PORT=9999 PORTCULLIS_SEVERITY=medium PRIORITY=4 PORTCULLIS_EXE=/usr/bin/curl)
+check "journal: denied flow with reason no_matching_policy" [ -n "$e" ]
+check "journal: denial names the process" python3 -c '
+import json,sys; e=json.loads(sys.argv[1]); m=e["MESSAGE"]
+assert int(e["PORTCULLIS_PID"]) > 1, e
+assert m.startswith("NET:OPEN [MED] DENIED curl(" + e["PORTCULLIS_PID"] + ") -> 198.18.0.10:9999 [policy:- reason:no_matching_policy"), m
+json.loads(e["OCSF_JSON"])' "${e:-{\}}"
+check "journal: private_address names the policy" journal_find PORTCULLIS_SANDBOX=l4-f \
+    PORTCULLIS_ACTION=denied PORTCULLIS_REASON=private_address PORTCULLIS_POLICY=private_no_ips
+check "journal: always_blocked_address" journal_find PORTCULLIS_SANDBOX=l4-g \
+    PORTCULLIS_ACTION=denied PORTCULLIS_REASON=always_blocked_address PORTCULLIS_DST_IP=$UP_LL
+check "journal: IPv6 denial" journal_find PORTCULLIS_SANDBOX=l4-i PORTCULLIS_ACTION=denied \
+    PORTCULLIS_DST_IP=$UP6 PORTCULLIS_DST_PORT=9999
+check "journal: audit entry" journal_find PORTCULLIS_SANDBOX=l4-j PORTCULLIS_ACTION=audit \
+    PORTCULLIS_REASON=no_matching_policy PORTCULLIS_DST_PORT=9999
+check "journal: audit mode keeps always-blocked denied" journal_find PORTCULLIS_SANDBOX=l4-k \
+    PORTCULLIS_ACTION=denied PORTCULLIS_REASON=always_blocked_address
+
+# --- portcullis events ---
+out=$("$PORTCULLIS" events --sandbox l4-d --denied --json)
+check "events --json: the denial, with lower-case keys" python3 -c '
+import json,sys
+rows=[json.loads(l) for l in sys.argv[1].splitlines()]
+assert len(rows)==1, rows
+r=rows[0]
+assert r["sandbox"]=="l4-d" and r["action"]=="denied" and r["reason"]=="no_matching_policy", r
+assert r["dst_ip"]=="198.18.0.10" and r["dst_port"]==9999 and r["proto"]=="tcp", r
+assert r["event"]=="NET:OPEN" and r["severity"]=="medium" and "time" in r and "message" in r, r
+assert r["ocsf"]["class_uid"]==4001, r' "$out"
+out=$("$PORTCULLIS" events --sandbox l4-a --denied --json)
+check "events --denied leaves out allowed flows" [ -z "$out" ]
+out=$("$PORTCULLIS" events --sandbox l4-d)
+check "events table shows the denial" grep -qi "denied" <<<"$out"
+check "JSONL sink has the denial" grep -q '"sandbox":"l4-d"' "$T_DIR/events.jsonl"

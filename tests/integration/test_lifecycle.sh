@@ -1,0 +1,189 @@
+#!/bin/bash
+# Sandbox lifecycle: exit status, delete leaves no trace, create/exec/list,
+# stale sandboxes, Ctrl-C, concurrent runs, daemon death is fail-closed,
+# daemon restart keeps sandboxes, SIGHUP reload, CLI errors.
+. "$(dirname "$0")/lib.sh"
+require_root
+ensure_journal
+setup_upstream
+start_server web "$UP4" 8080 http
+start_server web2 "$UP4" 8082 http
+
+snapshot() {
+    { iptables-save | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//'
+      ip6tables-save | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//'
+      ip -o link show | sed 's/^[0-9]*: //; s/ state [A-Z]*//; s/qlen.*//' | sort
+      ip netns list | sort; } >"$1"
+}
+
+POL="$T_DIR/policy.yaml"
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies:
+  web:
+    endpoints:
+      - host: up.test
+        port: 8080
+        allowed_ips: ["198.18.0.0/24"]
+YAML
+CURL=(curl -sS -m 5 --noproxy '*')
+
+# --- CLI contract ---
+"$PORTCULLIS" >/dev/null 2>&1; check "no command: exit 2" [ $? -eq 2 ]
+"$PORTCULLIS" frobnicate >/dev/null 2>&1; check "unknown command: exit 2" [ $? -eq 2 ]
+"$PORTCULLIS" run --bogus -- true >/dev/null 2>&1; check "unknown option: exit 2" [ $? -eq 2 ]
+"$PORTCULLIS" --help | grep -q "portcullis run"; check "--help" [ $? -eq 0 ]
+"$PORTCULLISD" --help | grep -q "Usage"; check "portcullisd --help" [ $? -eq 0 ]
+"$PORTCULLISD" --port nope >/dev/null 2>&1; check "portcullisd bad option: exit 2" [ $? -eq 2 ]
+printf 'version: 1\nnetwork_policies:\n  p:\n    endpoints:\n      - host: a.test\n        port: 80\n        protocol: rest\n' >"$T_DIR/bad.yaml"
+msg=$("$PORTCULLIS" policy check "$T_DIR/bad.yaml" 2>&1); rc=$?
+check "policy check: exit 1 with FILE:LINE:COL ($msg)" [ $rc -eq 1 ] && [[ "$msg" == "$T_DIR/bad.yaml:7:9: "* ]]
+msg=$("$PORTCULLIS" run --policy "$T_DIR/bad.yaml" -- true 2>&1); rc=$?
+check "run refuses an invalid policy with its position" [ $rc -ne 0 ] && [[ "$msg" == *"bad.yaml:7:9"* ]]
+
+snapshot "$T_DIR/before"
+start_daemon
+
+# --- exit status and cleanup of run ---
+"$PORTCULLIS" run --policy "$POL" -- sh -c 'exit 7'
+check "run returns the command's status" [ $? -eq 7 ]
+"$PORTCULLIS" run --policy "$POL" -- /nonexistent/cmd 2>/dev/null
+check "run of a missing command: 127" [ $? -eq 127 ]
+out=$("$PORTCULLIS" run --policy "$POL" -- id -u)
+check "runs as nobody by default" [ "$out" = "$(id -u nobody)" ]
+out=$("$PORTCULLIS" run --policy "$POL" -- sh -c 'grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status | tr -s "\t " " "')
+check "no capabilities, no_new_privs ($out)" [ "$out" = "$(printf 'CapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1')" ]
+"$PORTCULLIS" run --user root --policy "$POL" -- true 2>/dev/null
+check "root without --allow-root is refused" [ $? -ne 0 ]
+out=$("$PORTCULLIS" run --user root --allow-root --policy "$POL" -- sh -c 'id -u; grep CapEff /proc/self/status' 2>"$T_DIR/warn")
+check "--allow-root runs as root without capabilities" [ "$out" = "$(printf '0\nCapEff:\t0000000000000000')" ]
+check "--allow-root warns" grep -q "root" "$T_DIR/warn"
+
+# --- persistent sandbox ---
+T_SANDBOXES+=(life1)
+"$PORTCULLIS" create life1 --policy "$POL" >/dev/null
+check "create" [ $? -eq 0 ]
+"$PORTCULLIS" create life1 --policy "$POL" >/dev/null 2>&1
+check "create of an existing name fails" [ $? -ne 0 ]
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/exec")
+check "exec in a persistent sandbox" [ "$out" = "ok GET /exec port 8080" ]
+"$PORTCULLIS" list | grep -q "^life1 .*ready"
+check "list shows it ready" [ $? -eq 0 ]
+"$PORTCULLIS" rules life1 | grep -q -- "REDIRECT --to-ports 15001"
+check "rules prints the applied REDIRECT" [ $? -eq 0 ]
+ri=$(grep '^index=' "$PORTCULLIS_STATE_DIR/sandboxes/life1/sandbox.conf" | cut -d= -f2)
+applied=$(iptables-save -t nat | grep -c "PCL${ri}")
+check "the printed rules are the applied ones" [ "$applied" -gt 0 ]
+
+# Daemon restart: the sandbox is still served.
+stop_daemon
+# (ip netns exec, not portcullis exec, which would start a private daemon)
+ip netns exec portcullis-life1 "${CURL[@]}" "http://$UP4:8080/down" >/dev/null 2>&1
+check "daemon down: connection fails (fail closed)" [ $? -ne 0 ]
+ip netns exec portcullis-life1 "${CURL[@]}" "http://[$UP6]:8080/down" >/dev/null 2>&1
+check "daemon down: IPv6 connection fails too" [ $? -ne 0 ]
+check "daemon down: nothing reached the upstream" [ "$(server_requests web GET\ /down)" = 0 ]
+start_daemon
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/again")
+check "daemon restarted: the sandbox is served again" [ "$out" = "ok GET /again port 8080" ]
+
+# SIGHUP reload: the source is root-owned in a root-only dir -> re-read.
+sed -i 's/port: 8080/port: 8082/' "$POL"
+kill -HUP "$DAEMON_PID"
+sleep 0.5
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8082/reloaded")
+check "SIGHUP reloads the policy" [ "$out" = "ok GET /reloaded port 8082" ]
+printf 'version: 1\nnetwork_policies:\n  web:\n    bogus: 1\n' >"$POL"
+kill -HUP "$DAEMON_PID"
+sleep 0.5
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8082/kept")
+check "an invalid policy on SIGHUP keeps the old one" [ "$out" = "ok GET /kept port 8082" ]
+check "and says why" grep -q "reload failed" "$T_DIR/daemon.log"
+
+"$PORTCULLIS" delete life1
+check "delete" [ $? -eq 0 ]
+"$PORTCULLIS" delete life1
+check "delete is idempotent" [ $? -eq 0 ]
+
+# --- Ctrl-C and kill ---
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies: {}
+YAML
+# wait_ack NAME: until the daemon registered the sandbox.
+wait_ack() {
+    for _ in $(seq 100); do [ -f "$PORTCULLIS_STATE_DIR/sandboxes/$1/ack" ] && return 0; sleep 0.05; done
+    return 1
+}
+# Ctrl-C as a terminal delivers it: SIGINT to the whole process group (a
+# fresh group with SIGINT at its default, unlike a background job of a script).
+python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.setpgrp()
+os.execvp(sys.argv[1], sys.argv[1:])' "$PORTCULLIS" run --name life-int --policy "$POL" -- sleep 30 &
+rp=$!
+wait_ack life-int
+sleep 0.3
+kill -INT -- -$rp
+wait $rp
+rc=$?
+check "Ctrl-C: the command ends and run exits 130 ($rc)" [ $rc -eq 130 ]
+check "Ctrl-C: sandbox removed" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-int" ]
+
+"$PORTCULLIS" run --name life-term --policy "$POL" -- sleep 30 &
+rp=$!
+wait_ack life-term
+sleep 0.3
+kill -TERM $rp
+wait $rp
+rc=$?
+check "SIGTERM to run is forwarded: exits 143 ($rc)" [ $rc -eq 143 ]
+check "SIGTERM: sandbox removed" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-term" ]
+
+"$PORTCULLIS" run --name life-kill --policy "$POL" -- sleep 30 &
+rp=$!
+wait_ack life-kill
+sleep 0.3
+pkill -KILL -P $rp sleep 2>/dev/null || kill -KILL $(pgrep -P $rp) 2>/dev/null
+wait $rp
+rc=$?
+check "command killed: run exits 137 ($rc)" [ $rc -eq 137 ]
+check "command killed: sandbox removed" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-kill" ]
+
+# A run killed with SIGKILL cannot clean up: list shows it stale, delete removes it.
+"$PORTCULLIS" run --name life-stale --policy "$POL" -- sleep 30 &
+rp=$!
+wait_ack life-stale
+kill -KILL $rp
+wait $rp 2>/dev/null
+sleep 0.2
+"$PORTCULLIS" list | grep -q "^life-stale .*stale"
+check "list shows a crashed run as stale" [ $? -eq 0 ]
+"$PORTCULLIS" delete life-stale
+check "delete removes the stale sandbox" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-stale" ]
+
+# --- concurrent runs ---
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies:
+  web:
+    endpoints:
+      - host: up.test
+        port: 8080
+        allowed_ips: ["198.18.0.0/24"]
+YAML
+for i in 1 2 3 4; do
+    "$PORTCULLIS" run --policy "$POL" -- "${CURL[@]}" "http://$UP4:8080/par$i" >"$T_DIR/par$i" 2>&1 &
+    T_PIDS+=($!)
+done
+wait "${T_PIDS[@]: -4}"
+ok=0
+for i in 1 2 3 4; do [ "$(cat "$T_DIR/par$i")" = "ok GET /par$i port 8080" ] && ok=$((ok + 1)); done
+check "4 concurrent runs side by side ($ok/4)" [ $ok -eq 4 ]
+
+# --- nothing left behind ---
+stop_daemon
+sleep 0.2
+snapshot "$T_DIR/after"
+diff -u "$T_DIR/before" "$T_DIR/after" >&2
+check "iptables-save, ip6tables-save, ip link and ip netns list as before" [ $? -eq 0 ]

@@ -1,0 +1,44 @@
+#!/bin/bash
+# Bytes through a sandbox: 64 MiB each way with matching checksums,
+# half-close in both directions, 100 parallel connections, IPv4 and IPv6.
+. "$(dirname "$0")/lib.sh"
+require_root
+ensure_journal
+setup_upstream
+start_server sink4 "$UP4" 7001 sink
+start_server source4 "$UP4" 7002 source --bytes $((64 * 1024 * 1024))
+start_server echo4 "$UP4" 7003 echo
+start_server sink6 "$UP6" 7001 sink
+start_server echo6 "$UP6" 7003 echo
+start_daemon
+
+POL="$T_DIR/policy.yaml"
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies:
+  bulk:
+    endpoints:
+      - allowed_ips: ["198.18.0.10/32", "2001:db8::10/128"]
+        ports: [7001, 7002, 7003]
+YAML
+CLIENT="$HELPERS/client.py"
+
+out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" halfclose "$UP4" 7001 $((64 * 1024 * 1024)))
+check "64 MiB upload, half-closed, checksum matches (v4): $out" [ $? -eq 0 ]
+want=$(python3 -c '
+import hashlib
+h=hashlib.sha256(); b=bytes(range(256))*256
+for _ in range(1024): h.update(b)
+print(h.hexdigest(), 64*1024*1024)')
+out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" download "$UP4" 7002)
+check "64 MiB download, checksum matches" [ "$out" = "$want" ]
+out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" halfclose "$UP6" 7001 $((8 * 1024 * 1024)))
+check "8 MiB upload over IPv6, half-closed: $out" [ $? -eq 0 ]
+out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" parallel "$UP4" 7003 100)
+check "100 parallel connections (v4): $out" [ "$out" = "ok 100" ]
+out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" parallel "$UP6" 7003 100)
+check "100 parallel connections (v6): $out" [ "$out" = "ok 100" ]
+# The server closes first after sending (source): the client sees a clean EOF
+# and the full stream — the other half-close direction.
+out=$("$PORTCULLIS" run --policy "$POL" -- sh -c "python3 $CLIENT download $UP4 7002 | cut -d' ' -f2")
+check "server-side close delivers every byte then EOF" [ "$out" = "$((64 * 1024 * 1024))" ]
