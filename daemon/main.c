@@ -123,9 +123,18 @@ static int take_lock(void)
         log_error("cannot write %s: %s", path, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+/* Written once listening: the tool reads it for the REDIRECT port, and its
+ * presence tells starters that the daemon is serving. */
+static int write_port_file(void)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
     snprintf(path, sizeof(path), "%s/daemon.port", sandbox_state_dir());
-    FILE *f = fopen(path, "we");
-    if (!f || fprintf(f, "%u\n", daemon_cfg.port) < 0 || fclose(f) != 0) {
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    if (!f || fprintf(f, "%u\n", daemon_cfg.port) < 0 || fclose(f) != 0 || rename(tmp, path) < 0) {
         log_error("cannot write %s: %s", path, strerror(errno));
         return -1;
     }
@@ -289,7 +298,7 @@ int main(int argc, char **argv)
     daemon_loop = uv_default_loop();
     if (resolver_init() < 0 || registry_init() < 0)
         return 1;
-    if (flow_listen() < 0)
+    if (flow_listen() < 0 || write_port_file() < 0)
         return 1;
 
     uv_signal_init(daemon_loop, &sig_hup);

@@ -646,7 +646,7 @@ int rules_nft_cleanup(int fd)
         return 0;
 
     for (attempt = 0; attempt < NFT_CLEANUP_ATTEMPTS; attempt++) {
-        struct scan_ctx c;
+        struct scan_ctx c = {0};
         uint32_t genid;
         unsigned victims;
 

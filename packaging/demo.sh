@@ -9,12 +9,14 @@ NS=pcl-demo-up
 IF=pcldemo0
 WORK=$(mktemp -d /tmp/pcl-demo.XXXXXX)
 SERVER=
+ROUTE_ADDED=
 
 cleanup() {
+    set +e
     [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
     ip netns del $NS 2>/dev/null
     ip link del $IF 2>/dev/null
-    ip route del blackhole 198.18.0.0/15 metric 4000 2>/dev/null
+    [ -n "$ROUTE_ADDED" ] && ip route del blackhole 198.18.0.0/15 metric 4000 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -22,7 +24,9 @@ trap 'exit 130' INT TERM
 
 # The test server: its own namespace, reached over a veth pair.  A blackhole
 # keeps 198.18.0.0/15 on this machine whatever happens.
-ip route add blackhole 198.18.0.0/15 metric 4000 2>/dev/null || true
+if ! ip route show | grep -q '^blackhole 198.18.0.0/15'; then
+    ip route add blackhole 198.18.0.0/15 metric 4000 && ROUTE_ADDED=1
+fi
 ip netns add $NS
 ip link add $IF type veth peer name eth0 netns $NS
 ip addr add 198.18.0.1/24 dev $IF

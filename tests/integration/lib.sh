@@ -153,17 +153,21 @@ $UP_LL metadata.test
 HOSTS
 }
 
+# A port of the test's own, so a daemon serving the host (or another test)
+# does not collide with ours; the tool reads it from the registry.
+DAEMON_PORT=$((20000 + T_ID % 20000))
 start_daemon() {
     write_hosts
     mkdir -p "$PORTCULLIS_STATE_DIR"
+    rm -f "$PORTCULLIS_STATE_DIR/daemon.port"
     unshare -m --propagation slave sh -c \
         'mount --bind "$0" /etc/hosts && d=$1 j=$2 && shift 2 && exec "$d" --events-jsonl "$j" "$@"' \
-        "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" "$@" \
+        "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" --port "$DAEMON_PORT" "$@" \
         >>"$T_DIR/daemon.log" 2>&1 &
     DAEMON_PID=$!
     for _ in $(seq 200); do
-        [ -s "$PORTCULLIS_STATE_DIR/daemon.port" ] && return 0
         kill -0 "$DAEMON_PID" 2>/dev/null || break
+        [ -s "$PORTCULLIS_STATE_DIR/daemon.port" ] && return 0
         sleep 0.05
     done
     cat "$T_DIR/daemon.log" >&2

@@ -69,7 +69,7 @@ out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/exec")
 check "exec in a persistent sandbox" [ "$out" = "ok GET /exec port 8080" ]
 "$PORTCULLIS" list | grep -q "^life1 .*ready"
 check "list shows it ready" [ $? -eq 0 ]
-"$PORTCULLIS" rules life1 | grep -q -- "REDIRECT --to-ports 15001"
+"$PORTCULLIS" rules life1 | grep -q -- "REDIRECT --to-ports $DAEMON_PORT"
 check "rules prints the applied REDIRECT" [ $? -eq 0 ]
 ri=$(grep '^index=' "$PORTCULLIS_STATE_DIR/sandboxes/life1/sandbox.conf" | cut -d= -f2)
 applied=$(iptables-save -t nat | grep -c "PCL${ri}")
