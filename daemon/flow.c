@@ -306,20 +306,18 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     flow_decide(f);
 }
 
-static void listener_pause(void);
+static void on_listener_readable(uv_poll_t *p, int status, int events);
 
 static void on_backoff(uv_timer_t *t)
 {
     (void)t;
     for (size_t i = 0; i < n_listeners; i++) {
         if (!listeners[i].polling) {
-            uv_poll_start(&listeners[i].poll, UV_READABLE, NULL);
+            uv_poll_start(&listeners[i].poll, UV_READABLE, on_listener_readable);
             listeners[i].polling = true;
         }
     }
 }
-
-static void on_listener_readable(uv_poll_t *p, int status, int events);
 
 static void listener_pause(void)
 {

@@ -19,7 +19,7 @@ network_policies:
   bulk:
     endpoints:
       - allowed_ips: ["198.18.0.10/32", "2001:db8::10/128"]
-        ports: [7001, 7002, 7003]
+        ports: [7001, 7002, 7003, 7009, 7010]
 YAML
 CLIENT="$HELPERS/client.py"
 
@@ -42,3 +42,18 @@ check "100 parallel connections (v6): $out" [ "$out" = "ok 100" ]
 # and the full stream — the other half-close direction.
 out=$("$PORTCULLIS" run --policy "$POL" -- sh -c "python3 $CLIENT download $UP4 7002 | cut -d' ' -f2")
 check "server-side close delivers every byte then EOF" [ "$out" = "$((64 * 1024 * 1024))" ]
+
+# The upstream refuses: the client sees a reset, not a clean close.
+out=$("$PORTCULLIS" run --policy "$POL" -- curl -sS -m 5 "http://$UP4:7009/" 2>&1)
+rc=$?
+check "upstream refusing -> reset to the client (curl $rc: $out)" [ $rc -eq 56 ]
+# The upstream never answers (SYNs dropped inside its namespace): after the
+# connect timeout the client gets a reset.
+ip netns exec "$UP_NS" iptables -A INPUT -p tcp --dport 7010 -j DROP
+stop_daemon
+start_daemon --connect-timeout 1000
+start=$SECONDS
+out=$("$PORTCULLIS" run --policy "$POL" -- curl -sS -m 20 "http://$UP4:7010/" 2>&1)
+rc=$?
+took=$((SECONDS - start))
+check "upstream timing out -> reset to the client (curl $rc after ${took}s: $out)" [ $rc -eq 56 ] && [ $took -lt 15 ]
