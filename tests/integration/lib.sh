@@ -155,7 +155,7 @@ HOSTS
 
 # A port of the test's own, so a daemon serving the host (or another test)
 # does not collide with ours; the tool reads it from the registry.
-DAEMON_PORT=$((20000 + T_ID % 20000))
+DAEMON_PORT=$((15100 + T_ID % 10000)) # below the ephemeral port range
 start_daemon() {
     write_hosts
     mkdir -p "$PORTCULLIS_STATE_DIR"

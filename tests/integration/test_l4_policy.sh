@@ -42,6 +42,7 @@ YAML
 
 CURL=(curl -sS -m 5 --noproxy '*')
 mark_journal
+T_START=$(date '+%Y-%m-%d %H:%M:%S')
 
 # --- allowed ---
 out=$("$PORTCULLIS" run --name l4-a --policy "$POL" -- "${CURL[@]}" "http://$UP4:8080/v4") || true
@@ -103,7 +104,7 @@ check "journal: audit mode keeps always-blocked denied" journal_find PORTCULLIS_
     PORTCULLIS_ACTION=denied PORTCULLIS_REASON=always_blocked_address
 
 # --- portcullis events ---
-out=$("$PORTCULLIS" events --sandbox l4-d --denied --json)
+out=$("$PORTCULLIS" events --since "$T_START" --sandbox l4-d --denied --json)
 check "events --json: the denial, with lower-case keys" python3 -c '
 import json,sys
 rows=[json.loads(l) for l in sys.argv[1].splitlines()]
@@ -113,8 +114,8 @@ assert r["sandbox"]=="l4-d" and r["action"]=="denied" and r["reason"]=="no_match
 assert r["dst_ip"]=="198.18.0.10" and r["dst_port"]==9999 and r["proto"]=="tcp", r
 assert r["event"]=="NET:OPEN" and r["severity"]=="medium" and "time" in r and "message" in r, r
 assert r["ocsf"]["class_uid"]==4001, r' "$out"
-out=$("$PORTCULLIS" events --sandbox l4-a --denied --json)
+out=$("$PORTCULLIS" events --since "$T_START" --sandbox l4-a --denied --json)
 check "events --denied leaves out allowed flows" [ -z "$out" ]
-out=$("$PORTCULLIS" events --sandbox l4-d)
+out=$("$PORTCULLIS" events --since "$T_START" --sandbox l4-d)
 check "events table shows the denial" grep -qi "denied" <<<"$out"
 check "JSONL sink has the denial" grep -q '"sandbox":"l4-d"' "$T_DIR/events.jsonl"

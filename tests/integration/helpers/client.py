@@ -109,6 +109,22 @@ def connect(host, port):
         return 1
 
 
+def expect_reset(host, port):
+    """Exit 0 when the connection is reset (or refused), 1 on a clean EOF or data."""
+    try:
+        s = conn(host, port, timeout=20)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        d = s.recv(100)
+        print("clean close" if not d else "data %r" % d)
+        return 1
+    except (ConnectionResetError, ConnectionRefusedError) as e:
+        print("reset (%s)" % e.__class__.__name__)
+        return 0
+    except OSError as e:
+        print("other error %s" % e)
+        return 1
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "halfclose":
@@ -117,6 +133,8 @@ def main():
         return download(sys.argv[2], int(sys.argv[3]))
     if cmd == "parallel":
         return parallel(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if cmd == "expect_reset":
+        return expect_reset(sys.argv[2], int(sys.argv[3]))
     if cmd == "connect":
         return connect(sys.argv[2], int(sys.argv[3]))
     print("unknown command", file=sys.stderr)
