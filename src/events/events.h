@@ -37,7 +37,7 @@ enum event_severity {
  * not own them. */
 struct event {
     const char *sandbox;
-    const char *type;   /* "NET:OPEN", "HTTP:GET", "FINDING:UNSOLICITED_UPGRADE" ... */
+    const char *type; /* "NET:OPEN", "HTTP:GET", "FINDING:UNSOLICITED_UPGRADE" ... */
     enum event_action action;
     const char *reason; /* "no_matching_policy" ...; NULL when allowed without a reason */
     const char *policy; /* policy key; NULL = none ("-" in MESSAGE) */
@@ -47,10 +47,10 @@ struct event {
     uint16_t dst_port;      /* 0 = absent */
     const char *http_method;
     const char *http_path;
-    pid_t pid;              /* 0 = absent */
-    const char *exe;        /* full path; MESSAGE shows its basename */
+    pid_t pid;       /* 0 = absent */
+    const char *exe; /* full path; MESSAGE shows its basename */
     enum event_severity severity;
-    const char *detail;     /* optional free text appended to MESSAGE, never secrets */
+    const char *detail; /* optional free text appended to MESSAGE, never secrets */
 };
 
 const char *event_action_name(enum event_action a);     /* "allowed", "denied", "audit" */
@@ -76,10 +76,10 @@ int event_ocsf_class(const struct event *ev);
 int event_format_json(const struct event *ev, uint64_t time_us, char *buf, size_t len);
 
 struct events_config {
-    bool use_journal;           /* false: stderr only */
-    const char *jsonl_path;     /* NULL: no JSONL sink */
-    uint64_t jsonl_max_bytes;   /* rotate when exceeded (0 = 64 MiB) */
-    unsigned jsonl_keep;        /* rotated files kept (0 = 3) */
+    bool use_journal;         /* false: stderr only */
+    const char *jsonl_path;   /* NULL: no JSONL sink */
+    uint64_t jsonl_max_bytes; /* rotate when exceeded (0 = 64 MiB) */
+    unsigned jsonl_keep;      /* rotated files kept (0 = 3) */
 };
 
 /* Set up the sinks. If use_journal and the journal socket is missing, falls
@@ -105,7 +105,7 @@ struct events_query {
     const char *sandbox; /* NULL = all */
     bool denied_only;    /* action denied (audit is not denied) */
     bool follow;
-    const char *since;   /* "2026-01-01 10:00:00", "-10min", "today" ...; NULL = all */
+    const char *since; /* "2026-01-01 10:00:00", "-10min", "today" ...; NULL = all */
     bool json;
 };
 

@@ -70,8 +70,7 @@ struct policy_env {
     size_t n_sandbox_pools;
 };
 
-enum policy_addr_class policy_classify_addr(const struct net_addr *a,
-                                            const struct policy_env *env);
+enum policy_addr_class policy_classify_addr(const struct net_addr *a, const struct policy_env *env);
 
 enum policy_lookup {
     POLICY_LOOKUP_NO = 0,  /* the host does not resolve to the address (or not at all) */

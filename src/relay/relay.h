@@ -33,14 +33,14 @@ struct relay_config {
 };
 
 enum relay_end {
-    RELAY_END_CLOSED = 0,    /* both directions finished with EOF */
+    RELAY_END_CLOSED = 0, /* both directions finished with EOF */
     RELAY_END_CONNECT_FAILED,
     RELAY_END_CONNECT_TIMEOUT,
     RELAY_END_RESET_BY_CLIENT,
     RELAY_END_RESET_BY_UPSTREAM,
     RELAY_END_IDLE_TIMEOUT,
-    RELAY_END_ERROR,         /* local failure (out of fds, memory) */
-    RELAY_END_ABORTED,       /* relay_abort_all() */
+    RELAY_END_ERROR,   /* local failure (out of fds, memory) */
+    RELAY_END_ABORTED, /* relay_abort_all() */
     RELAY_END_MAX,
 };
 
