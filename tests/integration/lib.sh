@@ -65,6 +65,11 @@ cleanup() {
     ip netns del "$UP_NS" 2>/dev/null
     ip link del "$UP_IF" 2>/dev/null
     for r in "${T_ROUTES[@]}"; do ip $r 2>/dev/null; done
+    if [ -f "$PORTCULLIS_STATE_DIR/portcullisd.log" ] &&
+        grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$PORTCULLIS_STATE_DIR/portcullisd.log"; then
+        grep -A30 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$PORTCULLIS_STATE_DIR/portcullisd.log" >&2
+        fail "sanitizer report in the private daemon's log"
+    fi
     if [ -n "${PCL_KEEP:-}" ]; then log "kept $T_DIR"; else rm -rf "$T_DIR"; fi
     rm -rf "$PORTCULLIS_STATE_DIR"
     if [ "$rc" -eq 0 ] && [ "$T_FAILS" -gt 0 ]; then rc=1; fi
@@ -174,11 +179,21 @@ start_daemon() {
     die "portcullisd did not start"
 }
 
+# Stop our daemon; it must exit 0 on SIGTERM, and (in the sanitizer build)
+# without any sanitizer report in its log.
 stop_daemon() {
     if [ -n "$DAEMON_PID" ]; then
         kill "$DAEMON_PID" 2>/dev/null
         wait "$DAEMON_PID" 2>/dev/null
+        local rc=$?
         DAEMON_PID=
+        [ "$rc" -eq 0 ] || fail "portcullisd exited with status $rc on SIGTERM"
+    fi
+    if [ -f "$T_DIR/daemon.log" ] &&
+        grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$T_DIR/daemon.log"; then
+        grep -A30 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$T_DIR/daemon.log" >&2
+        fail "sanitizer report in the daemon's log"
+        mv "$T_DIR/daemon.log" "$T_DIR/daemon.log.reported"
     fi
 }
 
