@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Turn bench/run.sh's raw results into the Markdown table.
+
+usage: report.py RESULTS.tsv ENV NOTES IDLE_N MODE...
+RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm), round, value or "fail".
+"""
+import statistics
+import sys
+import time
+
+LABEL = {
+    "noproxy": "no proxy (routed)",
+    "pcl": "**portcullis**",
+    "pcl-noident": "portcullis --no-ident",
+    "pcl-nosplice": "portcullis --no-splice (copy path)",
+    "haproxy": "HAProxy (TCP, nbthread 1)",
+    "haproxy-splice": "HAProxy (TCP, nbthread 1, splice-auto)",
+}
+
+
+def main():
+    res_path, env_path, notes_path, idle_n = sys.argv[1:5]
+    modes = sys.argv[5:]
+    idle_n = int(idle_n)
+    raw = {}
+    for line in open(res_path):
+        mode, metric, rnd, value = line.rstrip("\n").split("\t")
+        raw.setdefault((mode, metric), []).append(value)
+
+    def runs(mode, metric):
+        vals = raw.get((mode, metric), [])
+        ok = [float(v) for v in vals if v != "fail"]
+        return ok, len(vals)
+
+    def median(mode, metric):
+        ok, _ = runs(mode, metric)
+        return statistics.median(ok) if ok else None
+
+    def cell(mode, metric, fmt):
+        ok, n = runs(mode, metric)
+        if n == 0:
+            return "—"
+        if not ok:
+            return "failed"
+        s = fmt(statistics.median(ok))
+        if len(ok) > 1:
+            s += f" ({fmt(min(ok))}–{fmt(max(ok))})"
+        if len(ok) < n:
+            s += f" [{n - len(ok)} of {n} failed]"
+        return s
+
+    def ratio(a, b):
+        if a is None or b is None or b == 0:
+            return "—"
+        return f"{a / b:.2f}×"
+
+    gbps = lambda v: f"{v:.2f}"
+    cps = lambda v: f"{v:,.0f}"
+    ref_np = {m: median("noproxy", m) for m in ("bulk", "crr")}
+    ref_hp = {m: median("haproxy", m) for m in ("bulk", "crr")}
+
+    def mem(mode):
+        before, _ = runs(mode, "rss_before")
+        idle, n = runs(mode, "rss_idle")
+        hwm, _ = runs(mode, "rss_hwm")
+        if n == 0:
+            return "—", "—", None
+        if not idle or not before:
+            return "failed", "failed", None
+        per = (idle[0] - before[0]) / idle_n
+        return (f"{idle[0] / 1024:.1f} MiB (peak {hwm[0] / 1024:.1f})" if hwm else f"{idle[0] / 1024:.1f} MiB",
+                f"{per:.1f} KiB", per)
+
+    out = []
+    out.append(f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}; " +
+               "; ".join(l.strip() for l in open(env_path) if l.strip()) + ".")
+    out.append("")
+    out.append(f"| mode | bulk, Gbit/s | vs no proxy | vs HAProxy | new conn/s | vs no proxy | vs HAProxy "
+               f"| RSS with {idle_n} idle conns | per idle conn |")
+    out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    per_conn = {}
+    for m in modes:
+        b, c = median(m, "bulk"), median(m, "crr")
+        rss, per_s, per = mem(m)
+        per_conn[m] = per
+        out.append(f"| {LABEL.get(m, m)} | {cell(m, 'bulk', gbps)} | {ratio(b, ref_np['bulk'])} | "
+                   f"{ratio(b, ref_hp['bulk'])} | {cell(m, 'crr', cps)} | {ratio(c, ref_np['crr'])} | "
+                   f"{ratio(c, ref_hp['crr'])} | {rss} | {per_s} |")
+    out.append("")
+    out.append("Median of the rounds (min–max in parentheses); ratios are of medians from this same run. "
+               "RSS: VmRSS of the proxy process with the idle connections open (peak VmHWM in parentheses); "
+               "per idle conn = (VmRSS with them − VmRSS before) / "
+               f"{idle_n}.")
+
+    if "pcl" in modes:
+        out.append("")
+        out.append("Targets of issue 2 (portcullis, default settings):")
+        b, c = median("pcl", "bulk"), median("pcl", "crr")
+
+        def verdict(ok):
+            return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+        def ge(a, b, k=1.0):
+            return None if a is None or b is None else a >= k * b
+
+        if "haproxy" in modes:
+            out.append(f"- bulk ≥ HAProxy: {ratio(b, ref_hp['bulk'])} → {verdict(ge(b, ref_hp['bulk']))}")
+            out.append(f"- new connections/s ≥ HAProxy: {ratio(c, ref_hp['crr'])} → "
+                       f"{verdict(ge(c, ref_hp['crr']))}")
+        if "noproxy" in modes:
+            out.append(f"- bulk ≥ 0.7× no proxy (splice): {ratio(b, ref_np['bulk'])} → "
+                       f"{verdict(ge(b, ref_np['bulk'], 0.7))}")
+        p = per_conn.get("pcl")
+        out.append(f"- ≤ 16 KiB per idle connection: "
+                   f"{'—' if p is None else f'{p:.1f} KiB'} → {verdict(None if p is None else p <= 16)}")
+
+    notes = [l.rstrip() for l in open(notes_path) if l.strip()]
+    if notes:
+        out.append("")
+        out.append("Notes:")
+        out.append("```")
+        out.extend(notes)
+        out.append("```")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

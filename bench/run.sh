@@ -1,0 +1,460 @@
+#!/bin/bash
+# bench/run.sh: portcullis against no proxy and against HAProxy, side by side
+# in one invocation.  Needs root.  See bench/README.md for the method.
+#
+#   sudo PCL_BIN=/path/to/build bench/run.sh
+#
+# PCL_BIN        build directory holding bin/portcullis and bin/portcullisd
+#                (default ../build next to this script); nothing is built here
+#                except the traffic generator bench/tcpbench.c (cc -O2, temp dir)
+# BENCH_ROUNDS   repetitions of every measurement, median reported (default 3)
+# BENCH_SECS     seconds per bulk / connection-rate run (default 5)
+# BENCH_CONC     connections in flight for the connection rate (default 8)
+# BENCH_IDLE     idle connections for the memory figure (default 1000)
+# BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice
+# BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
+#                (auto: the journal when systemd-journald runs, else stderr to a file)
+# BENCH_OUT      where the Markdown table goes (default bench/results.md)
+#
+# Traffic goes only to addresses this script assigns inside namespaces it
+# creates (a free /24 of 198.19.0.0/16, inside the blackholed 198.18.0.0/15).
+# Everything it creates (namespaces, links, iptables rules, sandboxes, state
+# directories, processes, the blackhole route if it added it) is removed on
+# exit, also on failure or Ctrl-C.
+
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+PCL_BIN=${PCL_BIN:-$HERE/../build}
+ROUNDS=${BENCH_ROUNDS:-3}
+SECS=${BENCH_SECS:-5}
+CONC=${BENCH_CONC:-8}
+IDLE_N=${BENCH_IDLE:-1000}
+MODES=${BENCH_MODES:-"noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice"}
+EVENTS=${BENCH_EVENTS:-auto}
+OUT=${BENCH_OUT:-$HERE/results.md}
+
+ID=$$
+PORT_BULK=5201 # +1 connection rate, +2 idle (echo): see tcpbench.c
+PORT_CRR=$((PORT_BULK + 1))
+PORT_IDLE=$((PORT_BULK + 2))
+HAPROXY_PORT=15002
+CLIENT_SLACK=45 # seconds on top of a run before `timeout` kills a client
+
+log() { echo "[bench] $*" >&2; }
+die() {
+    log "FATAL: $*"
+    exit 1
+}
+
+# ---- what this run created, for cleanup ----
+PIDS=()      # processes we started (killed by PID, nothing else)
+NETNSES=()   # namespaces we created
+LINKS=()     # host-side links we created (the peer goes with it)
+UNDO=()      # commands that undo iptables rules / routes, run in reverse
+SANDBOXES=() # "STATE_DIR NAME"
+STATE_DIRS=()
+IDLE_PID=
+D=
+
+cleanup() {
+    local rc=$? i
+    set +e
+    trap - EXIT INT TERM
+    exec 7>&- 2>/dev/null # releases an idle client, if one is holding
+    [ -n "$IDLE_PID" ] && kill "$IDLE_PID" 2>/dev/null
+    for s in "${SANDBOXES[@]}"; do
+        PORTCULLIS_STATE_DIR=${s%% *} "$PCL" delete "${s#* }" >/dev/null 2>&1 ||
+            log "warning: could not delete sandbox ${s#* }"
+    done
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    for ((i = ${#UNDO[@]} - 1; i >= 0; i--)); do eval "${UNDO[i]}" || log "warning: '${UNDO[i]}' failed"; done
+    for n in "${NETNSES[@]}"; do ip netns del "$n" 2>/dev/null; done
+    for l in "${LINKS[@]}"; do ip link del "$l" 2>/dev/null; done
+    for s in "${STATE_DIRS[@]}"; do rm -rf "$s"; done
+    if [ -n "$D" ]; then
+        if [ -n "${BENCH_KEEP:-}" ]; then log "kept $D"; else rm -rf "$D"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || {
+    echo "bench/run.sh needs root (namespaces, iptables)" >&2
+    exit 77
+}
+PCL_BIN=$(cd "$PCL_BIN" 2>/dev/null && pwd) || die "PCL_BIN: no such directory"
+PCL=$PCL_BIN/bin/portcullis
+PCLD=$PCL_BIN/bin/portcullisd
+[ -x "$PCL" ] && [ -x "$PCLD" ] || die "no bin/portcullis and bin/portcullisd in $PCL_BIN (build first, or set PCL_BIN)"
+
+# ---- tools (Debian packages), installed only when missing ----
+need_pkg() { # COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null || die "cannot install $2"
+}
+need_pkg cc gcc
+need_pkg python3 python3-minimal
+need_pkg iptables iptables
+need_pkg timeout coreutils
+case " $MODES " in *" haproxy"*) need_pkg haproxy haproxy ;; esac
+HAPROXY=$(command -v haproxy || true)
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null # idle connections need fds everywhere
+
+D=$(mktemp -d /tmp/pcl-bench.XXXXXX) || die "mktemp"
+chmod 755 "$D" # the sandboxed client runs as an unprivileged user
+TB=$D/tcpbench
+cc -O2 -Wall -o "$TB" "$HERE/tcpbench.c" || die "cannot compile tcpbench.c"
+chmod 755 "$TB"
+
+# ---- addresses: a /24 of 198.19.0.0/16 that nothing on the host uses ----
+# B: upstream link, B+1: no-proxy client, B+2: HAProxy client, B+3: HAProxy+splice client
+NET=
+for b in $(seq 200 4 248); do
+    used=
+    for k in 0 1 2 3; do
+        if ip -4 addr show | grep -q "inet 198\.19\.$((b + k))\." ||
+            ip -4 route show table all | grep -q "198\.19\.$((b + k))\."; then used=1; fi
+    done
+    [ -z "$used" ] && NET=$b && break
+done
+[ -n "$NET" ] || die "no free 198.19.x.0/24 block"
+UP=198.19.$NET.10
+UP_HOST=198.19.$NET.1
+net_of() { echo "198.19.$((NET + $1))"; }
+
+# Never let these addresses leave the machine: a blackhole below our
+# connected routes.  Metric 4000 (as the tests); if someone else's is already
+# there, we add our own at 4001 so that we never depend on theirs.
+for m in 4000 4001; do
+    if ip -4 route add blackhole 198.18.0.0/15 metric $m 2>/dev/null; then
+        UNDO+=("ip -4 route del blackhole 198.18.0.0/15 metric $m")
+        break
+    fi
+done
+ip -4 route show table main | grep -q "^blackhole 198.18.0.0/15" || die "no blackhole route for 198.18.0.0/15"
+
+mklink() { # HOSTIF NS IDX: veth HOSTIF <-> eth0 in NS, 198.19.(NET+IDX).1 / .x
+    local hif=$1 ns=$2 idx=$3 host
+    host=$(net_of "$idx").1
+    ip netns add "$ns" || die "ip netns add $ns"
+    NETNSES+=("$ns")
+    ip link add "$hif" type veth peer name eth0 netns "$ns" || die "ip link add $hif"
+    LINKS+=("$hif")
+    sysctl -qw "net.ipv6.conf.$hif.disable_ipv6=1" 2>/dev/null
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 2>/dev/null
+    ip addr add "$host/24" dev "$hif"
+    ip link set "$hif" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+}
+
+# ---- upstream namespace and its server ----
+UP_NS=pclb-up-$ID
+UP_IF=pbu$ID
+UP_IF=${UP_IF:0:15}
+mklink "$UP_IF" "$UP_NS" 0
+ip -n "$UP_NS" addr add "$UP/24" dev eth0
+ip -4 route get "$UP" | grep -q "dev $UP_IF" || die "route to $UP does not use $UP_IF"
+ip netns exec "$UP_NS" "$TB" server "$UP" "$PORT_BULK" "$D/server.stats" >"$D/server.out" 2>&1 &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+for _ in $(seq 100); do grep -q ready "$D/server.out" 2>/dev/null && break; sleep 0.05; done
+grep -q ready "$D/server.out" || die "server did not start: $(cat "$D/server.out")"
+
+server_crr_conns() {
+    kill -USR1 "$SERVER_PID"
+    sleep 0.2
+    awk '$1 == "crr_conns" {print $2}' "$D/server.stats"
+}
+
+declare -A CLIENT_NS SB_NAME SB_DIR PROC
+
+# tclient SECONDS MODE TCPBENCH-ARGS...: run the traffic generator as that
+# mode's client, killed after SECONDS (prefix MODE: the command prefix).
+prefix() {
+    case $1 in
+    pcl*) PFX=(env "PORTCULLIS_STATE_DIR=${SB_DIR[$1]}" "$PCL" exec "${SB_NAME[$1]}" --) ;;
+    *) PFX=(ip netns exec "${CLIENT_NS[$1]}") ;;
+    esac
+}
+tclient() {
+    local PFX t=$1
+    prefix "$2"
+    shift 2
+    timeout -k 5 "$t" "${PFX[@]}" "$TB" "$@"
+}
+
+# ready MODE: wait until one exchange through MODE reaches the upstream server.
+ready() {
+    local mode=$1 before after
+    before=$(server_crr_conns)
+    for _ in $(seq 40); do
+        if tclient 15 "$mode" ping "$UP" "$PORT_CRR" >/dev/null 2>>"$D/ready.log"; then
+            after=$(server_crr_conns)
+            [ "$after" -gt "$before" ] || die "$mode: the exchange did not reach the upstream server"
+            log "$mode: ready (the upstream server saw the connection)"
+            return 0
+        fi
+        sleep 0.25
+    done
+    die "$mode: no exchange reached the upstream server: $(tail -3 "$D/ready.log")"
+}
+
+free_port() { # a TCP port nobody listens on, from $1 up
+    local p=$1
+    while ss -Hltn "sport = :$p" | grep -q .; do p=$((p + 1)); done
+    echo "$p"
+}
+
+# ---- no proxy: routed, forwarding enabled on our two interfaces only ----
+setup_noproxy() {
+    local ns=pclb-np-$ID hif=pbn$ID net
+    hif=${hif:0:15}
+    net=$(net_of 1)
+    mklink "$hif" "$ns" 1
+    ip -n "$ns" addr add "$net.2/24" dev eth0
+    ip -n "$ns" route add "198.19.$NET.0/24" via "$net.1"
+    ip -n "$UP_NS" route add "$net.0/24" via "$UP_HOST"
+    sysctl -qw "net.ipv4.conf.$hif.forwarding=1" "net.ipv4.conf.$UP_IF.forwarding=1" ||
+        die "per-interface forwarding"
+    iptables -w -I FORWARD -i "$hif" -o "$UP_IF" -j ACCEPT &&
+        UNDO+=("iptables -w -D FORWARD -i $hif -o $UP_IF -j ACCEPT")
+    iptables -w -I FORWARD -i "$UP_IF" -o "$hif" -j ACCEPT &&
+        UNDO+=("iptables -w -D FORWARD -i $UP_IF -o $hif -j ACCEPT")
+    CLIENT_NS[noproxy]=$ns
+    log "noproxy: global ip_forward=$(sysctl -n net.ipv4.ip_forward) (unchanged), forwarding on $hif and $UP_IF"
+}
+
+# ---- portcullis: a daemon (own state dir and port) and a sandbox per variant ----
+EVFLAGS=()
+EVENTS_DESC=
+setup_events() {
+    if [ "$EVENTS" = auto ]; then
+        if pgrep -x systemd-journal >/dev/null 2>&1 || pgrep -x systemd-journald >/dev/null 2>&1; then
+            EVENTS=journal
+        else
+            EVENTS=stderr
+        fi
+    fi
+    case $EVENTS in
+    journal) EVENTS_DESC="events to the systemd journal" ;;
+    stderr)
+        EVFLAGS=(--no-journal)
+        EVENTS_DESC="events to stderr, into a file (no journald running)"
+        ;;
+    *) die "BENCH_EVENTS must be auto, journal or stderr" ;;
+    esac
+}
+
+NEXT_DPORT=15101
+setup_pcl() { # MODE DAEMON-FLAGS...
+    local mode=$1 sd port name
+    shift
+    sd=/run/pcl-bench-$ID-$mode
+    name=bench-$ID${mode#pcl}
+    port=$(free_port "$NEXT_DPORT")
+    NEXT_DPORT=$((port + 1))
+    mkdir -p "$sd" && STATE_DIRS+=("$sd")
+    PORTCULLIS_STATE_DIR=$sd "$PCLD" --port "$port" "${EVFLAGS[@]}" "$@" >>"$D/daemon-$mode.log" 2>&1 &
+    PROC[$mode]=$!
+    PIDS+=("$!")
+    for _ in $(seq 200); do
+        [ -s "$sd/daemon.port" ] && break
+        kill -0 "${PROC[$mode]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -s "$sd/daemon.port" ] || die "$mode: portcullisd did not start: $(tail -5 "$D/daemon-$mode.log")"
+    cat >"$D/policy.yaml" <<YAML
+version: 1
+network_policies:
+  bench:
+    endpoints:
+      - allowed_ips: ["$UP/32"]
+        ports: [$PORT_BULK, $PORT_CRR, $PORT_IDLE]
+YAML
+    SANDBOXES+=("$sd $name")
+    PORTCULLIS_STATE_DIR=$sd "$PCL" create "$name" --policy "$D/policy.yaml" >>"$D/create.log" 2>&1 ||
+        die "$mode: portcullis create failed: $(tail -3 "$D/create.log")"
+    SB_DIR[$mode]=$sd
+    SB_NAME[$mode]=$name
+    log "$mode: portcullisd pid ${PROC[$mode]} on port $port ($*), sandbox $name"
+}
+
+# ---- HAProxy: REDIRECT from its own client link, original destination ----
+setup_haproxy() { # MODE IDX [extra defaults line]
+    local mode=$1 idx=$2 extra=${3:-} ns hif net cfg
+    ns=pclb-$mode-$ID
+    ns=${ns/haproxy-splice/hs}
+    ns=${ns/haproxy/hp}
+    hif=pbh$idx$ID
+    hif=${hif:0:15}
+    net=$(net_of "$idx")
+    mklink "$hif" "$ns" "$idx"
+    ip -n "$ns" addr add "$net.2/24" dev eth0
+    ip -n "$ns" route add "198.19.$NET.0/24" via "$net.1"
+    iptables -w -t nat -A PREROUTING -i "$hif" -p tcp -j REDIRECT --to-ports "$HAPROXY_PORT" &&
+        UNDO+=("iptables -w -t nat -D PREROUTING -i $hif -p tcp -j REDIRECT --to-ports $HAPROXY_PORT")
+    iptables -w -I INPUT -i "$hif" -p tcp --dport "$HAPROXY_PORT" -j ACCEPT &&
+        UNDO+=("iptables -w -D INPUT -i $hif -p tcp --dport $HAPROXY_PORT -j ACCEPT")
+    cfg=$D/$mode.cfg
+    cat >"$cfg" <<CFG
+global
+    nbthread 1
+    maxconn 3000
+
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+$extra
+
+frontend fe
+    bind $net.1:$HAPROXY_PORT
+    default_backend be
+
+backend be
+    # the original destination of the REDIRECTed connection
+    server s 0.0.0.0:0
+CFG
+    "$HAPROXY" -c -q -f "$cfg" >"$D/$mode.log" 2>&1 || die "$mode: config: $(cat "$D/$mode.log")"
+    "$HAPROXY" -db -f "$cfg" >>"$D/$mode.log" 2>&1 &
+    PROC[$mode]=$!
+    PIDS+=("$!")
+    CLIENT_NS[$mode]=$ns
+    log "$mode: haproxy pid ${PROC[$mode]} on $net.1:$HAPROXY_PORT"
+}
+
+setup_events
+for m in $MODES; do
+    case $m in
+    noproxy) setup_noproxy ;;
+    pcl) setup_pcl pcl ;;
+    pcl-noident) setup_pcl pcl-noident --no-ident ;;
+    pcl-nosplice) setup_pcl pcl-nosplice --no-splice ;;
+    haproxy) setup_haproxy haproxy 2 ;;
+    haproxy-splice) setup_haproxy haproxy-splice 3 "    option splice-auto" ;;
+    *) die "unknown mode '$m'" ;;
+    esac
+done
+for m in $MODES; do ready "$m"; done
+
+RES=$D/results.tsv # mode metric round value
+: >"$RES"
+rss_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# ---- memory: idle connections through a freshly started proxy ----
+measure_idle() {
+    local mode=$1 pid=${PROC[$1]:-} before after hwm
+    [ -n "$pid" ] || return 0
+    # Warm-up: a few connections open and close, so that one-time setup
+    # (thread pool, first allocations) is not counted per connection.
+    tclient 60 "$mode" idle "$UP" "$PORT_IDLE" 10 </dev/null >/dev/null 2>>"$D/idle.log"
+    sleep 1
+    before=$(rss_kib "$pid" VmRSS)
+    rm -f "$D/idle.fifo" "$D/idle.out"
+    mkfifo "$D/idle.fifo"
+    local PFX
+    prefix "$mode"
+    "${PFX[@]}" "$TB" idle "$UP" "$PORT_IDLE" "$IDLE_N" <"$D/idle.fifo" >"$D/idle.out" 2>>"$D/idle.log" &
+    IDLE_PID=$!
+    exec 7>"$D/idle.fifo"
+    local ok=
+    for _ in $(seq 1200); do
+        grep -q "^ready" "$D/idle.out" 2>/dev/null && ok=1 && break
+        kill -0 "$IDLE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -n "$ok" ]; then
+        sleep 2 # let the proxy finish what it does per new flow (ident, events)
+        after=$(rss_kib "$pid" VmRSS)
+        hwm=$(rss_kib "$pid" VmHWM)
+        echo -e "$mode\trss_before\t0\t$before" >>"$RES"
+        echo -e "$mode\trss_idle\t0\t$after" >>"$RES"
+        echo -e "$mode\trss_hwm\t0\t$hwm" >>"$RES"
+        log "$mode: VmRSS $before -> $after KiB with $IDLE_N idle connections, VmHWM $hwm KiB"
+    else
+        echo -e "$mode\trss_idle\t0\tfail" >>"$RES"
+        log "$mode: idle connections FAILED: $(tail -2 "$D/idle.log")"
+    fi
+    exec 7>&-
+    for _ in $(seq 100); do kill -0 "$IDLE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill "$IDLE_PID" 2>/dev/null
+    wait "$IDLE_PID" 2>/dev/null
+    IDLE_PID=
+    sleep 1
+}
+
+# run_one MODE METRIC ROUND: one bulk or connection-rate run.
+run_one() {
+    local mode=$1 metric=$2 round=$3 out v
+    if [ "$metric" = bulk ]; then
+        out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" bulk "$UP" "$PORT_BULK" "$SECS" 2>>"$D/runs.log")
+    else
+        out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" 2>>"$D/runs.log")
+    fi
+    local rc=$?
+    v=${out%% *}
+    if [ $rc -ne 0 ] || [ -z "$v" ]; then
+        v=fail
+        log "  $mode $metric round $round: FAILED (rc $rc): $(tail -1 "$D/runs.log")"
+    else
+        log "  $mode $metric round $round: $out"
+    fi
+    echo -e "$mode\t$metric\t$round\t$v" >>"$RES"
+    sleep 1
+}
+
+log "idle memory: $IDLE_N connections per proxy"
+for m in $MODES; do measure_idle "$m"; done
+
+log "warm-up"
+for m in $MODES; do
+    { tclient 30 "$m" bulk "$UP" "$PORT_BULK" 1 && tclient 30 "$m" crr "$UP" "$PORT_CRR" 1 "$CONC"; } \
+        >/dev/null 2>>"$D/runs.log" || log "  $m: warm-up failed"
+done
+
+# Interleaved rounds, the starting mode rotating, so that drift of a noisy
+# machine spreads over every mode instead of landing on one.
+read -r -a MODE_LIST <<<"$MODES"
+N_MODES=${#MODE_LIST[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS"
+    for ((i = 0; i < N_MODES; i++)); do
+        m=${MODE_LIST[$(((i + r - 1) % N_MODES))]}
+        run_one "$m" bulk "$r"
+        run_one "$m" crr "$r"
+    done
+done
+
+# Processes that should still be alive.
+NOTES=$D/notes
+: >"$NOTES"
+for m in $MODES; do
+    p=${PROC[$m]:-}
+    if [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null; then
+        echo "$m: the proxy process exited during the run; last lines of its log:" >>"$NOTES"
+        tail -5 "$D/daemon-$m.log" "$D/$m.log" 2>/dev/null | sed 's/^/    /' >>"$NOTES"
+    fi
+done
+
+{
+    echo "kernel $(uname -r), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))"
+    echo "portcullis $(git -C "$HERE/.." describe --always --dirty 2>/dev/null || echo '?') from $PCL_BIN"
+    [ -n "$HAPROXY" ] && echo "$("$HAPROXY" -v | head -1 | cut -d' ' -f1-3)"
+    echo "$EVENTS_DESC"
+    echo "$ROUNDS rounds, ${SECS}s per run, $CONC connections in flight, $IDLE_N idle connections"
+} >"$D/env"
+
+python3 "$HERE/report.py" "$RES" "$D/env" "$NOTES" "$IDLE_N" $MODES >"$D/table.md" || die "report failed"
+cp "$D/table.md" "$OUT"
+cat "$D/table.md"
+log "table written to $OUT"
