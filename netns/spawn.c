@@ -10,15 +10,21 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -55,9 +61,12 @@ int tool_resolve_user(const struct tool_exec_opts *o, uid_t *uid, gid_t *gid, ch
                   "really mean it");
         return -EPERM;
     }
-    if (pw->pw_uid == 0)
+    static bool warned_root;
+    if (pw->pw_uid == 0 && !warned_root) {
+        warned_root = true;
         log_warn("running the command as root: its network is confined, but a root process "
                  "without capabilities can still write root-owned files on the host");
+    }
     *uid = pw->pw_uid;
     *gid = pw->pw_gid;
     str_copy(name, pw->pw_name, namelen);
@@ -85,87 +94,260 @@ static int clear_capability_sets(void)
     return 0;
 }
 
-/* In the child: never returns. Reports a failure's errno and step through
- * errfd (CLOEXEC: a successful exec closes it with nothing written). */
-static void child_exec(const struct sandbox_record *rec, const struct tool_exec_opts *o,
-                       const sigset_t *mask, int errfd, uid_t uid, gid_t gid, const char *uname,
-                       const char *home)
+/*
+ * seccomp: refuse the ioctls that inject input into a terminal (TIOCSTI,
+ * TIOCLINUX) so the command cannot type into the user's shell through the
+ * terminal it inherits.  Everything else is allowed; the network is confined
+ * by the namespace and the daemon, not here.
+ */
+#if defined(__x86_64__)
+#define SECCOMP_NATIVE_ARCH AUDIT_ARCH_X86_64
+#define SECCOMP_NATIVE_IOCTL 16
+#define SECCOMP_X32_IOCTL (0x40000000 | 514)
+#define SECCOMP_COMPAT_ARCH AUDIT_ARCH_I386
+#define SECCOMP_COMPAT_IOCTL 54
+#elif defined(__aarch64__)
+#define SECCOMP_NATIVE_ARCH AUDIT_ARCH_AARCH64
+#define SECCOMP_NATIVE_IOCTL 29
+#define SECCOMP_X32_IOCTL 29
+#define SECCOMP_COMPAT_ARCH AUDIT_ARCH_ARM
+#define SECCOMP_COMPAT_IOCTL 54
+#endif
+
+static int install_seccomp(void)
 {
-    char path[PATH_MAX];
-    int step = 0, err = 0;
+#ifdef SECCOMP_NATIVE_ARCH
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_NATIVE_ARCH, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_COMPAT_ARCH, 5, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* no other ABI on this kernel */
+        /* native: */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_NATIVE_IOCTL, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_X32_IOCTL, 3, 2),
+        /* compat: */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_COMPAT_IOCTL, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* ioctl: the request is the low 32 bits of args[1] (little endian) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = ARRAY_SIZE(filter), .filter = filter};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return -errno;
+#endif
+    return 0;
+}
 
-#define CHILD_FAIL(s)                                                                              \
-    do {                                                                                           \
-        step = (s);                                                                                \
-        err = errno;                                                                               \
-        goto fail;                                                                                 \
-    } while (0)
+/* A fresh tmpfs over path (if it exists): hides what the host keeps there. */
+static int mask_dir(const char *path, const char *mode)
+{
+    struct stat st;
+    char opts[64];
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    snprintf(opts, sizeof(opts), "mode=%s,size=16m", mode);
+    if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        return -errno;
+    return 0;
+}
 
-    int nsfd = netns_open(rec->netns);
-    if (nsfd < 0) {
-        errno = -nsfd;
-        CHILD_FAIL(1);
+/* Create the directories of path (inside a fresh tmpfs) and an empty file. */
+static void make_file_path(const char *path)
+{
+    char buf[PATH_MAX];
+    str_copy(buf, path, sizeof(buf));
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        mkdir(buf, 0755);
+        *p = '/';
     }
-    if (netns_enter(nsfd) < 0)
-        CHILD_FAIL(1);
-    close(nsfd);
-    if (unshare(CLONE_NEWNS) < 0)
-        CHILD_FAIL(2);
-    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-        CHILD_FAIL(2);
-    snprintf(path, sizeof(path), "/etc/netns/%s/resolv.conf", rec->netns);
-    /* Best effort: an unusual /etc/resolv.conf (dangling symlink) keeps the
-     * host's file, and DNS is confined by the rules either way. */
-    mount(path, "/etc/resolv.conf", NULL, MS_BIND, NULL);
-    /* /sys reflects the namespace it was mounted in; remount it for this one. */
+    int fd = open(buf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+}
+
+/*
+ * The sandbox's filesystem view (we are root, in the new mount and PID
+ * namespaces): its own /proc (only the sandbox's processes are visible, so
+ * none of the host's can be signalled or traced), /sys of its network
+ * namespace, and /run masked — the host's Unix sockets there (systemd,
+ * D-Bus, docker, the user's session, resolvers) would let a command act
+ * outside its network namespace, and the registry lives there.
+ */
+static int setup_mounts(const struct sandbox_record *rec, uid_t uid, const char **step)
+{
+    char ours[PATH_MAX], target[PATH_MAX], path[PATH_MAX];
+
+    *step = "setting up the mount namespace";
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return -errno;
+    /* Where /etc/resolv.conf really is, before /run disappears under us. */
+    if (!realpath("/etc/resolv.conf", target))
+        str_copy(target, "/etc/resolv.conf", sizeof(target));
+
+    *step = "mounting /proc";
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return -errno;
     if (umount2("/sys", MNT_DETACH) == 0)
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY, NULL);
 
-    if (drop_capabilities() < 0)
-        CHILD_FAIL(3);
-    if (setgroups(0, NULL) < 0 || (uid != 0 && initgroups(uname, gid) < 0))
-        CHILD_FAIL(4);
-    if (setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
-        CHILD_FAIL(4);
-    if (clear_capability_sets() < 0)
-        CHILD_FAIL(3);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        CHILD_FAIL(5);
-    /* After the credential change (which clears it): die with `portcullis run`. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    *step = "masking /run";
+    int rc = mask_dir("/run", "755");
+    if (rc < 0)
+        return rc;
+    mkdir("/run/lock", 01777);
+    chmod("/run/lock", 01777);
+    const char *state = sandbox_state_dir();
+    if (strncmp(state, "/run/", 5) != 0 && (rc = mask_dir(state, "700")) < 0)
+        return rc;
+    if ((rc = mask_dir("/etc/portcullis", "755")) < 0)
+        return rc;
+    /* tmux keeps its server socket in /tmp/tmux-UID: a server outside would
+     * run commands for us outside the sandbox. */
+    snprintf(path, sizeof(path), "/tmp/tmux-%u", (unsigned)uid);
+    if ((rc = mask_dir(path, "700")) < 0)
+        return rc;
 
-    setenv("PORTCULLIS_SANDBOX", rec->name, 1);
-    if (getenv("SUDO_USER") || o->user) {
-        setenv("USER", uname, 1);
-        setenv("LOGNAME", uname, 1);
-        setenv("HOME", home, 1);
-    }
-    sigprocmask(SIG_SETMASK, mask, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    execvp(o->argv[0], o->argv);
-    step = 6;
-    err = errno;
-fail:;
-    int msg[2] = {step, err};
-    if (write(errfd, msg, sizeof(msg)) < 0) {
-        /* parent gone */
+    *step = "installing the sandbox's resolv.conf";
+    snprintf(ours, sizeof(ours), "/etc/netns/%s/resolv.conf", rec->netns);
+    if (strncmp(target, "/run/", 5) == 0)
+        make_file_path(target);
+    if (mount(ours, target, NULL, MS_BIND, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+static int drop_privileges(uid_t uid, gid_t gid, const char *uname, const char **step)
+{
+    *step = "dropping capabilities";
+    if (drop_capabilities() < 0)
+        return -errno;
+    *step = "switching user";
+    if (setgroups(0, NULL) < 0 || (uid != 0 && initgroups(uname, gid) < 0))
+        return -errno;
+    if (setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+        return -errno;
+    *step = "dropping capabilities";
+    if (clear_capability_sets() < 0)
+        return -errno;
+    *step = "setting no_new_privs";
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    *step = "installing the seccomp filter";
+    return install_seccomp();
+}
+
+struct child_args {
+    const struct sandbox_record *rec;
+    const struct tool_exec_opts *o;
+    const sigset_t *mask;
+    int errfd;
+    uid_t uid;
+    gid_t gid;
+    const char *uname;
+    const char *home;
+};
+
+/* Report a failed step to `portcullis` (which prints it) and exit. */
+static void child_fail(int errfd, const char *step, int err)
+{
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg), "%d %s", err, step);
+    if (write(errfd, msg, (size_t)n) < 0) {
+        /* the parent is gone; nothing to tell */
     }
     _exit(127);
-#undef CHILD_FAIL
+}
+
+static void set_environment(const struct child_args *a)
+{
+    setenv("PORTCULLIS_SANDBOX", a->rec->name, 1);
+    setenv("USER", a->uname, 1);
+    setenv("LOGNAME", a->uname, 1);
+    setenv("HOME", a->home, 1);
+    /* They point at /run, which the sandbox does not see. */
+    unsetenv("XDG_RUNTIME_DIR");
+    unsetenv("DBUS_SESSION_BUS_ADDRESS");
+}
+
+/*
+ * PID 1 of the sandbox's PID namespace: sets the namespace up, drops every
+ * privilege, forks the command, then only forwards signals to it and reaps.
+ * When the command exits, this exits with its status (128+N for signal N),
+ * and the kernel ends whatever the command left behind.
+ */
+static int sandbox_init(void *arg)
+{
+    const struct child_args *a = arg;
+    const char *step = "entering the sandbox namespace";
+    int rc;
+
+    int nsfd = netns_open(a->rec->netns);
+    if (nsfd < 0)
+        child_fail(a->errfd, step, -nsfd);
+    if (netns_enter(nsfd) < 0)
+        child_fail(a->errfd, step, errno);
+    close(nsfd);
+    if ((rc = setup_mounts(a->rec, a->uid, &step)) < 0)
+        child_fail(a->errfd, step, -rc);
+    if ((rc = drop_privileges(a->uid, a->gid, a->uname, &step)) < 0)
+        child_fail(a->errfd, step, -rc);
+    /* After the credential change (which clears it): die with `portcullis`. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    set_environment(a);
+
+    pid_t cmd = fork();
+    if (cmd < 0)
+        child_fail(a->errfd, "forking the command", errno);
+    if (cmd == 0) {
+        sigprocmask(SIG_SETMASK, a->mask, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(a->o->argv[0], a->o->argv);
+        child_fail(a->errfd, "exec", errno);
+    }
+    close(a->errfd);
+
+    /* Everything forwardable stays blocked here (blocked signals reach PID 1
+     * even without a handler) and is handed on to the command. */
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig == SIGCHLD) {
+            int status;
+            pid_t w;
+            while ((w = waitpid(-1, &status, WNOHANG)) > 0) {
+                if (w != cmd)
+                    continue;
+                if (WIFSIGNALED(status))
+                    _exit(128 + WTERMSIG(status));
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+            }
+            continue;
+        }
+        /* Forward what `portcullis` (outside: si_pid reads 0 here) sends.  A
+         * terminal signals the whole process group, so the command got that
+         * itself; signals from inside the sandbox are not ours to relay. */
+        if (si.si_code != SI_KERNEL && si.si_pid == 0)
+            kill(cmd, sig);
+    }
 }
 
 pid_t tool_spawn(const struct sandbox_record *rec, const struct tool_exec_opts *o,
                  const void *orig_sigmask)
 {
-    static const char *const steps[] = {
-        "?",
-        "entering the sandbox namespace",
-        "setting up the mount namespace",
-        "dropping capabilities",
-        "switching user",
-        "setting no_new_privs",
-        "executing",
-    };
     uid_t uid;
     gid_t gid;
     char uname[256], home[PATH_MAX];
@@ -176,32 +358,53 @@ pid_t tool_spawn(const struct sandbox_record *rec, const struct tool_exec_opts *
         return rc;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return -errno;
-    pid_t pid = fork();
-    if (pid < 0) {
+    struct child_args a = {
+        .rec = rec,
+        .o = o,
+        .mask = orig_sigmask,
+        .errfd = pipefd[1],
+        .uid = uid,
+        .gid = gid,
+        .uname = uname,
+        .home = home,
+    };
+    /* clone(CLONE_NEWPID) makes the child PID 1 of a new namespace without
+     * moving our own later children (iptables-restore...) into it. */
+    size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
         rc = -errno;
         close(pipefd[0]);
         close(pipefd[1]);
         return rc;
     }
-    if (pid == 0) {
-        close(pipefd[0]);
-        child_exec(rec, o, orig_sigmask, pipefd[1], uid, gid, uname, home);
-    }
+    pid_t pid = clone(sandbox_init, (char *)stack + stack_size, CLONE_NEWPID | SIGCHLD, &a);
+    rc = pid < 0 ? -errno : 0;
     close(pipefd[1]);
-    int msg[2];
+    if (rc < 0) {
+        munmap(stack, stack_size);
+        close(pipefd[0]);
+        return rc;
+    }
+    char msg[256];
     ssize_t n;
     do {
-        n = read(pipefd[0], msg, sizeof(msg));
+        n = read(pipefd[0], msg, sizeof(msg) - 1);
     } while (n < 0 && errno == EINTR);
     close(pipefd[0]);
-    if (n == (ssize_t)sizeof(msg)) {
-        int step = msg[0] >= 0 && msg[0] < (int)ARRAY_SIZE(steps) ? msg[0] : 0;
-        if (step == 6)
-            log_error("cannot run '%s': %s", o->argv[0], strerror(msg[1]));
+    munmap(stack, stack_size); /* the child has its own copy of the memory */
+    if (n > 0) {
+        msg[n] = '\0';
+        char *space = strchr(msg, ' ');
+        int err = atoi(msg);
+        const char *step = space ? space + 1 : "setup";
+        if (!strcmp(step, "exec"))
+            log_error("cannot run '%s': %s", o->argv[0], strerror(err));
         else
-            log_error("sandbox %s: %s failed: %s", rec->name, steps[step], strerror(msg[1]));
+            log_error("sandbox %s: %s failed: %s", rec->name, step, strerror(err));
         waitpid(pid, NULL, 0);
-        return -(msg[1] ? msg[1] : EIO);
+        return -(err ? err : EIO);
     }
     return pid;
 }

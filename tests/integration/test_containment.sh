@@ -74,3 +74,26 @@ for _ in range(3):
     except OSError: pass' 2>/dev/null
 sleep 0.3
 check "IPv6 UDP never arrives either" [ "$(grep -c DATAGRAM "$T_DIR/udp.log")" = 0 ]
+
+# The command cannot act outside its network namespace through the host.
+out=$("$PORTCULLIS" exec box -- ls -A /run)
+check "/run is masked (host sockets, the registry): '$out'" [ "$out" = "lock" ]
+"$PORTCULLIS" exec box -- ls "$PORTCULLIS_STATE_DIR" >/dev/null 2>&1
+check "the registry is invisible inside" [ $? -ne 0 ]
+"$PORTCULLIS" exec box -- sh -c "kill -0 $DAEMON_PID" >/dev/null 2>&1
+check "host processes are invisible (own PID namespace)" [ $? -ne 0 ]
+out=$("$PORTCULLIS" exec box -- sh -c 'echo $$')
+check "the command runs under an init of its own (pid $out)" [ "$out" = 2 ]
+out=$("$PORTCULLIS" exec box -- python3 -c '
+import fcntl, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    print("allowed")
+except OSError as e:
+    print(e.errno)')
+check "TIOCSTI is refused with EPERM, not just ENOTTY ($out)" [ "$out" = 1 ]
+out=$("$PORTCULLIS" exec box -- sh -c 'grep nameserver /etc/resolv.conf | head -1')
+check "the sandbox's resolv.conf points at the host side ($out)" [ "$out" = "nameserver $HOST4" ]
+# Killing the init would end the command with it; from inside it is ignored.
+out=$("$PORTCULLIS" exec box -- sh -c 'kill -KILL 1; kill -TERM 1; sleep 0.2; echo survived' 2>/dev/null)
+check "the sandbox init cannot be killed from inside ($out)" [ "$out" = survived ]
