@@ -288,7 +288,9 @@ static int jsonl_open(void)
     struct stat st;
     /* O_NOFOLLOW: the file often sits in a directory a sandboxed process can
      * write (/tmp), and we append as root. */
-    int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW;
+    /* O_NONBLOCK: a FIFO planted at the path must not hang the daemon; only
+     * a regular file owned by root is accepted below anyway. */
+    int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK;
     int fd = open(path, flags);
     if (fd < 0 && errno == ENOENT) {
         fd = open(path, flags | O_CREAT | O_EXCL, 0640);
@@ -304,8 +306,12 @@ static int jsonl_open(void)
         close(fd);
         return r;
     }
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        close(fd);
+        return -EPERM;
+    }
     ev_state.jsonl_fd = fd;
-    ev_state.jsonl_rotate = S_ISREG(st.st_mode);
+    ev_state.jsonl_rotate = true;
     ev_state.jsonl_size = (uint64_t)st.st_size;
     return 0;
 }
