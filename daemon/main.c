@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +26,7 @@ struct daemon_config daemon_cfg = {
     .max_flows_per_sandbox = 16384,
 };
 uv_loop_t *daemon_loop;
+bool daemon_stopping;
 
 static uv_signal_t sig_hup, sig_usr1, sig_term, sig_int;
 static uv_timer_t tick_timer;
@@ -99,17 +99,22 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-/* One daemon per state directory: an flock held for the daemon's life. */
+/* One daemon per state directory: an open-file-description write lock held
+ * for the daemon's life.  The file is root-only, so nobody else can hold it;
+ * `portcullis` tests it with F_OFD_GETLK, which takes no lock and so cannot
+ * race a starting daemon. */
 static int take_lock(void)
 {
     char path[PATH_MAX], pidbuf[32];
     snprintf(path, sizeof(path), "%s/daemon.lock", sandbox_state_dir());
-    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lock_fd < 0) {
         log_error("cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    fchmod(lock_fd, 0600);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(lock_fd, F_OFD_SETLK, &fl) < 0) {
         char other[32] = "";
         ssize_t n = pread(lock_fd, other, sizeof(other) - 1, 0);
         other[n > 0 ? n : 0] = '\0';
@@ -143,6 +148,7 @@ static int write_port_file(void)
 
 static void stop_loop(void)
 {
+    daemon_stopping = true;
     flow_shutdown();
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&sig_usr1, NULL);
@@ -292,8 +298,12 @@ int main(int argc, char **argv)
     }
     if (take_lock() < 0)
         return 1;
-    if (events_init(&ecfg) < 0)
+    rc = events_init(&ecfg);
+    if (rc < 0) {
+        log_error("--events-jsonl %s: %s", ecfg.jsonl_path ? ecfg.jsonl_path : "-",
+                  rc == -EPERM ? "not a regular file owned by root" : strerror(-rc));
         return 1;
+    }
 
     daemon_loop = uv_default_loop();
     if (resolver_init() < 0 || registry_init() < 0)

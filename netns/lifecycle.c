@@ -240,6 +240,11 @@ static int build_sandbox(const struct sandbox_record *r, const char **step)
     net_sysctl_write(path, "0");
     snprintf(path, sizeof(path), "ipv6/conf/%s/forwarding", r->host_ifname);
     net_sysctl_write(path, "0");
+    /* IPv4 decides forwarding by the input interface: even with ip_forward
+     * on (or the FORWARD rule flushed by someone), nothing that arrives from
+     * the sandbox is routed. */
+    snprintf(path, sizeof(path), "ipv4/conf/%s/forwarding", r->host_ifname);
+    net_sysctl_write(path, "0");
     if ((rc = addr_add(r->host_ifname, &r->host_v4, r->prefix_v4)) < 0 ||
         (rc = addr_add(r->host_ifname, &r->host_v6, r->prefix_v6)) < 0) {
         *step = "adding the host-side addresses";
@@ -398,22 +403,29 @@ fail:
     return rc;
 }
 
-static void remove_state_dir(const char *name)
+/* Take NAME out of the registry atomically (rename to a tombstone the
+ * daemon ignores), then empty and remove it: a daemon writing its ack at the
+ * same moment cannot leave the directory half-removed. */
+static int remove_state_dir(const char *name)
 {
-    char dir[PATH_MAX], path[PATH_MAX + 300];
+    char dir[PATH_MAX], tomb[PATH_MAX], path[PATH_MAX + 300];
     sandbox_path(name, NULL, dir, sizeof(dir));
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        unlink(path);
+    snprintf(tomb, sizeof(tomb), "%s/sandboxes/.deleted-%s-%d", sandbox_state_dir(), name,
+             (int)getpid());
+    if (rename(dir, tomb) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    DIR *d = opendir(tomb);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", tomb, de->d_name);
+            unlink(path);
+        }
+        closedir(d);
     }
-    closedir(d);
-    rmdir(dir);
+    return rmdir(tomb) < 0 ? -errno : 0;
 }
 
 int tool_delete(const char *name, bool quiet)
@@ -449,6 +461,13 @@ int tool_delete(const char *name, bool quiet)
     /* Processes first: a namespace with processes in it outlives its mount. */
     tool_kill_sandbox_processes(netns);
     if (rc == 0) {
+        /* The link first: without it nothing can pass, whatever happens to
+         * the rules next. */
+        int lrc = link_delete(r.host_ifname);
+        if (lrc < 0) {
+            log_error("deleting link %s: %s", r.host_ifname, strerror(-lrc));
+            failures++;
+        }
         struct rules_sandbox rs = {
             .index = r.index,
             .host_ifname = r.host_ifname,
@@ -458,11 +477,6 @@ int tool_delete(const char *name, bool quiet)
         };
         if (rules_remove(&rs) < 0)
             failures++;
-        int lrc = link_delete(r.host_ifname);
-        if (lrc < 0) {
-            log_error("deleting link %s: %s", r.host_ifname, strerror(-lrc));
-            failures++;
-        }
     }
     int nrc = netns_delete(netns);
     if (nrc < 0) {
@@ -470,7 +484,19 @@ int tool_delete(const char *name, bool quiet)
         failures++;
     }
     remove_resolv_conf(netns);
-    remove_state_dir(name);
+    /* Keep the record until everything it names is gone: it is what lets
+     * the next `delete` find the link and the rules. */
+    if (!failures) {
+        int drc = remove_state_dir(name);
+        if (drc < 0) {
+            log_error("removing the registry entry of %s: %s", name, strerror(-drc));
+            failures++;
+        }
+    } else {
+        log_error("sandbox %s is not completely removed; its record is kept: run `portcullis "
+                  "delete %s` again",
+                  name, name);
+    }
     registry_unlock(lock);
     tool_notify_daemon();
     return failures ? -EIO : 0;

@@ -3,6 +3,7 @@
  * See DESIGN.md ("User-facing contract") and portcullis(1).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <limits.h>
@@ -245,6 +246,40 @@ static int pending_termination(void)
     return 0;
 }
 
+/* Sandboxes of runs that died without cleaning up (SIGKILL, a crash): a new
+ * run removes them, so they do not pile up or keep a private daemon alive. */
+static void reap_one(void *ctx, const char *name)
+{
+    (void)ctx;
+    struct sandbox_record r;
+    if (sandbox_record_read(name, &r) == 0 && r.ephemeral && !sandbox_owner_alive(&r)) {
+        log_info("removing sandbox %s, left behind by a run that ended (pid %d)", name,
+                 (int)r.owner_pid);
+        tool_delete(name, true);
+    }
+}
+
+/* A sandbox in which something ran as root: root without capabilities can
+ * still write root-owned files such as the policy it was created from, so
+ * the daemon must stop re-reading that file on SIGHUP. */
+static void mark_root_used(const char *name)
+{
+    char path[PATH_MAX];
+    int fd = open(sandbox_path(name, "root-used", path, sizeof(path)),
+                  O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0)
+        close(fd);
+}
+
+static bool user_is_root(const struct tool_exec_opts *eo)
+{
+    uid_t uid;
+    gid_t gid;
+    char uname[256], home[PATH_MAX];
+    return tool_resolve_user(eo, &uid, &gid, uname, sizeof(uname), home, sizeof(home)) == 0 &&
+           uid == 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct cmd_opts o = {0};
@@ -282,6 +317,7 @@ static int cmd_run(int argc, char **argv)
     if (tool_resolve_user(&eo, &uid, &gid, uname, sizeof(uname), home, sizeof(home)) < 0)
         goto fail_early;
 
+    sandbox_list(reap_one, NULL);
     block_signals(&orig);
     struct tool_create_opts co = {
         .name = name,
@@ -304,6 +340,8 @@ static int cmd_run(int argc, char **argv)
         status = 128 + sig;
         goto out;
     }
+    if (uid == 0)
+        mark_root_used(rec.name);
     pid_t child = tool_spawn(&rec, &eo, &orig);
     if (child < 0) {
         status = child == -ENOENT || child == -EACCES ? 127 : 1;
@@ -388,6 +426,8 @@ static int cmd_exec(int argc, char **argv)
         log_warn("portcullisd has not acknowledged sandbox %s: its connections may be denied",
                  name);
     struct tool_exec_opts eo = {.user = o.user, .allow_root = o.allow_root, .argv = argv + first};
+    if (user_is_root(&eo))
+        mark_root_used(rec.name);
     block_signals(&orig);
     pid_t child = tool_spawn(&rec, &eo, &orig);
     if (child < 0)
@@ -587,7 +627,9 @@ static int cmd_events(int argc, char **argv)
     }
     if (optind < argc)
         return usage_error("events: unexpected argument '%s'", argv[optind]);
-    return events_read(&q, stdout) < 0 ? 1 : 0;
+    int rc = events_read(&q, stdout);
+    /* -EINVAL: a --since the reader could not parse (it said why): usage. */
+    return rc == -EINVAL ? 2 : rc < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -419,7 +419,8 @@ bool tool_daemon_alive(pid_t *ret_pid)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;
-    bool alive = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    bool alive = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
     if (alive && ret_pid) {
         ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
         buf[n > 0 ? n : 0] = '\0';
@@ -492,12 +493,15 @@ int tool_ensure_daemon(const char *upstream_ca)
         setsid();
         if (fork() != 0)
             _exit(0);
-        int null = open("/dev/null", O_RDWR);
-        int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (chdir("/") < 0) {
+            /* / always exists */
+        }
         dup2(null, 0);
         dup2(null, 1);
         dup2(logfd >= 0 ? logfd : null, 2);
-        /* The ready pipe must survive exec: fd 3, without CLOEXEC. */
+        /* The ready pipe must survive exec: fd 3, without CLOEXEC (dup2 clears it). */
         dup2(pipefd[1], 3);
         snprintf(fdarg, sizeof(fdarg), "%d", 3);
         sigset_t none;
@@ -544,8 +548,13 @@ int tool_wait_ack(const char *name, int timeout_ms)
         }
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
-        if (waited % 500 == 490)
+        if (waited % 500 == 490) {
+            /* A private daemon may have exited for want of sandboxes just
+             * before ours appeared: start another. */
+            if (!tool_daemon_alive(NULL))
+                tool_ensure_daemon(NULL);
             tool_notify_daemon();
+        }
     }
     return -ETIMEDOUT;
 }

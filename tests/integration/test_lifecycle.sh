@@ -100,6 +100,43 @@ out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8082/kept")
 check "an invalid policy on SIGHUP keeps the old one" [ "$out" = "ok GET /kept port 8082" ]
 check "and says why" grep -q "reload failed" "$T_DIR/daemon.log"
 
+# The reloaded policy survives a daemon restart (the registered copy follows).
+stop_daemon
+start_daemon
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8082/restarted")
+check "a reloaded policy survives a daemon restart" [ "$out" = "ok GET /restarted port 8082" ]
+
+# Once something ran as root inside, the source file is no longer trusted
+# (root without capabilities can write root-owned files).
+"$PORTCULLIS" exec life1 --user root --allow-root -- true 2>/dev/null
+write_policy "$POL" <<'YAML'
+version: 1
+network_policies:
+  web:
+    endpoints:
+      - host: up.test
+        port: 8080
+        allowed_ips: ["198.18.0.0/24"]
+YAML
+kill -HUP "$DAEMON_PID"
+sleep 0.5
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8082/root-used")
+check "after a root command, SIGHUP keeps the registered policy" [ "$out" = "ok GET /root-used port 8082" ]
+check "and says why" grep -q "ran as root" "$T_DIR/daemon.log"
+
+# A registered policy that cannot be loaded denies everything, audit or not.
+"$PORTCULLIS" create life-bad --audit --policy "$POL" >/dev/null
+T_SANDBOXES+=(life-bad)
+stop_daemon
+echo "version: [" >"$PORTCULLIS_STATE_DIR/sandboxes/life-bad/policy.yaml"
+start_daemon
+mark_journal
+"$PORTCULLIS" exec life-bad -- "${CURL[@]}" "http://$UP4:8080/bad" >/dev/null 2>&1
+check "an unloadable policy denies, even in audit mode" [ $? -ne 0 ]
+check "  with reason policy_invalid" journal_find PORTCULLIS_SANDBOX=life-bad \
+    PORTCULLIS_ACTION=denied PORTCULLIS_REASON=policy_invalid
+"$PORTCULLIS" delete life-bad >/dev/null
+
 "$PORTCULLIS" delete life1
 check "delete" [ $? -eq 0 ]
 "$PORTCULLIS" delete life1
@@ -159,8 +196,11 @@ wait $rp 2>/dev/null
 sleep 0.2
 "$PORTCULLIS" list | grep -q "^life-stale .*stale"
 check "list shows a crashed run as stale" [ $? -eq 0 ]
-"$PORTCULLIS" delete life-stale
-check "delete removes the stale sandbox" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-stale" ]
+"$PORTCULLIS" run --policy "$POL" -- true 2>"$T_DIR/reap"
+check "the next run removes the stale sandbox" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-stale" ]
+check "  and says so" grep -q "life-stale" "$T_DIR/reap"
+ip netns list | grep -q portcullis-life-stale
+check "  including its namespace" [ $? -ne 0 ]
 
 # --- concurrent runs ---
 write_policy "$POL" <<'YAML'
