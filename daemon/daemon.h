@@ -30,6 +30,7 @@ struct daemon_config {
 
 extern struct daemon_config daemon_cfg;
 extern uv_loop_t *daemon_loop;
+extern bool daemon_stopping; /* SIGTERM seen: new flows are denied */
 
 /* ---- registry ---- */
 
@@ -38,7 +39,10 @@ struct sandbox {
     struct policy *policy;  /* NULL: the policy failed to load; deny everything */
     int netns_fd;           /* -1 when the namespace could not be opened */
     uint64_t conf_mtime_ns; /* of sandbox.conf, to notice a re-created sandbox */
-    size_t n_flows;
+    /* Process lookup in netns_fd's namespace; NULL: none (or --no-ident). */
+    struct ident_ctx *ident;
+    size_t n_flows;   /* relaying or pending, against max_flows_per_sandbox */
+    size_t n_pending; /* deciding or being identified */
     unsigned refs;
     bool removed;
     bool seen;

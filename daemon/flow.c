@@ -31,7 +31,12 @@
 #define FLOW_ACCEPT_BATCH 64
 #define FLOW_ACCEPT_BACKOFF_MS 250
 #define FLOW_MAX_DECIDE_ROUNDS 32
-#define FLOW_MAX_PENDING 16384 /* flows deciding or being identified */
+#define FLOW_MAX_PENDING 16384 /* flows deciding or being identified, all sandboxes */
+/* One sandbox cannot take every pending slot from the others. */
+#define FLOW_MAX_PENDING_PER_SANDBOX 1024
+#define FLOW_MISS_RESCAN_MS 100
+
+static uint64_t last_miss_rescan_ms;
 
 enum flow_flags {
     FLOW_F_DECIDED = 1 << 0,
@@ -83,6 +88,7 @@ static void flow_free(struct flow *f)
         relay_reset_fd(f->fd);
     if (f->sb && (f->flags & FLOW_F_COUNTED) && !(f->flags & FLOW_F_RELAYING))
         f->sb->n_flows--;
+    f->sb->n_pending--;
     sandbox_unref(f->sb);
     n_pending--;
     free(f);
@@ -178,9 +184,18 @@ static void flow_decide(struct flow *f)
         .hostname = NULL,
     };
     if (!f->sb->policy) {
-        /* The sandbox's policy failed to load: deny everything, visibly. */
-        flow_set_verdict(f, f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED,
-                         "policy_invalid", NULL);
+        /* The sandbox's policy failed to load: deny everything, visibly, and
+         * never let audit mode turn that into a pass. */
+        bool blocked =
+            policy_classify_addr(&f->dst, registry_policy_env()) == POLICY_ADDR_ALWAYS_BLOCKED;
+        flow_set_verdict(f, EVENT_ACTION_DENIED,
+                         blocked ? policy_reason_name(POLICY_REASON_ALWAYS_BLOCKED_ADDRESS)
+                                 : "policy_invalid",
+                         NULL);
+        return;
+    }
+    if (daemon_stopping) {
+        flow_set_verdict(f, EVENT_ACTION_DENIED, "shutting_down", NULL);
         return;
     }
     policy_decide(f->sb->policy, registry_policy_env(), f->sb->rec.audit, &pf, resolver_lookup,
@@ -208,7 +223,7 @@ static void flow_decide(struct flow *f)
 static void ident_work(uv_work_t *req)
 {
     struct flow *f = req->data;
-    if (ident_lookup(f->sb->netns_fd, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
+    if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
                      sizeof(f->exe)) < 0) {
         f->pid = 0;
         f->exe[0] = '\0';
@@ -251,12 +266,14 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
         return;
     }
     struct sandbox *sb = registry_find_by_addr(&src);
-    if (!sb) {
-        /* Perhaps registered a moment ago: look at the registry once more. */
+    if (!sb && uv_now(daemon_loop) - last_miss_rescan_ms >= FLOW_MISS_RESCAN_MS) {
+        /* Perhaps registered a moment ago: look at the registry once more
+         * (rate-limited: anyone on the network can reach this port). */
+        last_miss_rescan_ms = uv_now(daemon_loop);
         registry_rescan();
         sb = registry_find_by_addr(&src);
     }
-    if (!sb || n_pending >= FLOW_MAX_PENDING) {
+    if (!sb || n_pending >= FLOW_MAX_PENDING || sb->n_pending >= FLOW_MAX_PENDING_PER_SANDBOX) {
         struct event ev;
         memset(&ev, 0, sizeof(ev));
         ev.type = "NET:OPEN";
@@ -279,6 +296,7 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
         return;
     }
     n_pending++;
+    sb->n_pending++;
     f->fd = fd;
     f->src = src;
     f->sport = sport;
@@ -294,7 +312,7 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     sb->n_flows++;
     f->flags |= FLOW_F_COUNTED;
 
-    if (daemon_cfg.no_ident || sb->netns_fd < 0) {
+    if (daemon_cfg.no_ident || !sb->ident) {
         f->flags |= FLOW_F_IDENT_DONE;
     } else {
         f->ident_req.data = f;

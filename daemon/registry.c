@@ -17,8 +17,9 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "ident.h"
 
-#define REGISTRY_MAX_HOST_ADDRS 256
+#define REGISTRY_MAX_HOST_ADDRS 8192
 
 static struct sandbox *sandboxes;
 static size_t n_sandboxes;
@@ -36,6 +37,7 @@ struct sandbox *sandbox_ref(struct sandbox *sb)
 static void sandbox_free(struct sandbox *sb)
 {
     policy_free(sb->policy);
+    sb->ident = ident_ctx_free(sb->ident);
     if (sb->netns_fd >= 0)
         close(sb->netns_fd);
     free(sb);
@@ -51,19 +53,29 @@ void sandbox_unref(struct sandbox *sb)
 
 /* A policy source the daemon may re-read: every component root-owned and not
  * writable by others (a sticky directory, like /tmp, is fine), so no
- * sandboxed process (never root with capabilities) could have written it. */
-static bool policy_source_trusted(const char *path, char *why, size_t whylen)
+ * sandboxed process (never root with capabilities) could have written it —
+ * unless something ran as root inside the sandbox (`root-used`): root
+ * without capabilities can still write root-owned files.  The resolved path
+ * goes to ret_path; the caller reads that one, not the name it was given. */
+static bool policy_source_trusted(const struct sandbox *sb, char *ret_path, char *why,
+                                  size_t whylen)
 {
-    char buf[PATH_MAX];
+    const char *path = sb->rec.policy_source;
+    char buf[PATH_MAX], marker[PATH_MAX];
     struct stat st;
     if (!path[0] || path[0] != '/') {
         snprintf(why, whylen, "no absolute source path");
+        return false;
+    }
+    if (access(sandbox_path(sb->rec.name, "root-used", marker, sizeof(marker)), F_OK) == 0) {
+        snprintf(why, whylen, "a command ran as root in the sandbox and could have changed it");
         return false;
     }
     if (!realpath(path, buf)) {
         snprintf(why, whylen, "%.300s: %s", path, strerror(errno));
         return false;
     }
+    str_copy(ret_path, buf, PATH_MAX);
     if (stat(buf, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 ||
         (st.st_mode & (S_IWGRP | S_IWOTH))) {
         snprintf(why, whylen, "%.300s is not a root-owned file writable only by root", buf);
@@ -83,6 +95,61 @@ static bool policy_source_trusted(const char *path, char *why, size_t whylen)
             break;
     }
     return true;
+}
+
+/* Read a whole (bounded) file without following a final symlink. */
+static int read_small_file(const char *path, char **ret, size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > POLICY_MAX_FILE_BYTES) {
+        close(fd);
+        return -EINVAL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len > (size_t)st.st_size)
+            break; /* grew while we read: refuse rather than truncate */
+    }
+    close(fd);
+    if (len > (size_t)st.st_size) {
+        free(buf);
+        return -EAGAIN;
+    }
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+/* Replace the registered copy with text that was just parsed successfully,
+ * so a restarted daemon keeps the reloaded policy. */
+static void update_policy_copy(const char *name, const char *text, size_t len)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    sandbox_path(name, "policy.yaml", path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return;
+    bool ok = write(fd, text, len) == (ssize_t)len;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0) {
+        unlink(tmp);
+        log_warn("sandbox %s: could not update the registered copy of its policy", name);
+    }
 }
 
 static void write_ack(const char *name, const char *status)
@@ -135,6 +202,11 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
     }
     snprintf(path, sizeof(path), "/run/netns/%s", sb->rec.netns);
     sb->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sb->netns_fd >= 0 && !daemon_cfg.no_ident) {
+        sb->ident = ident_ctx_new(sb->netns_fd);
+        if (!sb->ident)
+            log_warn("sandbox %s: no process lookup: %s", name, strerror(errno));
+    }
     log_info("sandbox %s registered (%s)", name, sb->policy ? "policy loaded" : "deny all");
     return sb;
 }
@@ -165,6 +237,12 @@ static void rescan_one(void *ctx, const char *name)
             continue;
         if (sb->conf_mtime_ns == mtime) {
             sb->seen = true;
+            if (!sb->policy) {
+                /* It failed to load (perhaps for want of memory or fds): retry. */
+                char err[512];
+                if (load_policy_copy(name, &sb->policy, err, sizeof(err)) == 0)
+                    log_info("sandbox %s: policy loaded on retry", name);
+            }
             return;
         }
         /* Re-created under the same name: replace. */
@@ -202,14 +280,24 @@ void registry_reload_policies(void)
     for (struct sandbox *sb = sandboxes; sb; sb = sb->next) {
         struct policy *np = NULL;
         struct policy_error perr;
-        char why[512], err[512], copy[PATH_MAX];
+        char why[512], err[512], copy[PATH_MAX], source[PATH_MAX];
         const char *from;
         int rc;
-        if (policy_source_trusted(sb->rec.policy_source, why, sizeof(why))) {
-            from = sb->rec.policy_source;
-            rc = policy_load_file(from, &np, &perr);
-            if (rc < 0)
-                policy_error_format(&perr, err, sizeof(err));
+        if (policy_source_trusted(sb, source, why, sizeof(why))) {
+            char *text = NULL;
+            size_t len = 0;
+            from = source;
+            rc = read_small_file(source, &text, &len);
+            if (rc < 0) {
+                snprintf(err, sizeof(err), "%.300s: %s", source, strerror(-rc));
+            } else {
+                rc = policy_load_buffer(source, text, len, &np, &perr);
+                if (rc < 0)
+                    policy_error_format(&perr, err, sizeof(err));
+                else
+                    update_policy_copy(sb->rec.name, text, len);
+            }
+            free(text);
         } else {
             if (sb->rec.policy_source[0])
                 log_warn("sandbox %s: not re-reading %s (%s); reloading the registered copy",

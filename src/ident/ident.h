@@ -4,6 +4,11 @@
  * Blocking (netlink sock_diag in the sandbox's network namespace, then /proc);
  * the daemon calls it from the libuv thread pool.  Never trusts anything the
  * sandboxed process can influence beyond what the kernel reports.
+ *
+ * One context per sandbox namespace: it holds the sock_diag socket made inside
+ * the namespace and a bounded cache of the processes of that namespace and of
+ * the sockets seen in their fd tables, so a lookup usually costs one netlink
+ * round trip and a few /proc reads instead of a thread and a walk of /proc.
  */
 #ifndef PCL_IDENT_H
 #define PCL_IDENT_H
@@ -14,14 +19,28 @@
 
 #include "util.h"
 
+struct ident_ctx;
+
 /*
- * netns_fd: an fd of the sandbox network namespace (open("/run/netns/X")).
- * src/sport: the client's address as the daemon saw it; dst/dport: the original
- * destination.  On success returns 0 and fills *ret_pid and ret_exe (the
- * /proc/PID/exe target, truncated to exe_len).  -ENOENT when no process holds
- * the socket (it exited), other -errno on failure.
+ * netns_fd: an fd of the sandbox network namespace (open("/run/netns/X")),
+ * borrowed: the caller still owns and closes it.  Returns a new context, or
+ * NULL with errno set (EBADF, EINVAL when netns_fd is not a network namespace,
+ * ENOMEM, ...).  The context's socket keeps the namespace alive until
+ * ident_ctx_free().
  */
-int ident_lookup(int netns_fd, const struct net_addr *src, uint16_t sport,
+struct ident_ctx *ident_ctx_new(int netns_fd);
+
+/* Frees ctx (NULL is fine); no lookup on it may be running.  Returns NULL. */
+struct ident_ctx *ident_ctx_free(struct ident_ctx *ctx);
+
+/*
+ * src/sport: the client's address as the daemon saw it; dst/dport: the original
+ * destination.  Safe to call from several threads at once on the same ctx.
+ * On success returns 0 and fills *ret_pid and ret_exe (the /proc/PID/exe
+ * target, truncated to exe_len).  -ENOENT when no process of the namespace
+ * holds the socket (it exited), other -errno on failure.
+ */
+int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
                  const struct net_addr *dst, uint16_t dport, pid_t *ret_pid, char *ret_exe,
                  size_t exe_len);
 

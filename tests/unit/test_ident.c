@@ -1,6 +1,10 @@
 /*
- * ident_lookup against real sockets: in our own namespace, from a forked
- * child, and from a child in a fresh network namespace. Loopback only.
+ * ident against real sockets: in our own namespace, from forked children, and
+ * from children in fresh network namespaces.  Loopback only.
+ *
+ * Includes ident.c to reach its caches and counters: the tests prove which
+ * path a lookup took (socket cache, remembered fd, fd table, walk of /proc) and plant
+ * stale cache entries to show that none is trusted.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,8 +31,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "ident.h"
+#include "ident.c"
 #include "util.h"
+
+/* A second child (a grandchild left behind by the first); killed too. */
+static pid_t child2 = -1;
 
 /* A child this test started; killed in teardown even when an assert fails. */
 static pid_t child = -1;
@@ -46,6 +53,11 @@ static int teardown_child(void **state)
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
         child = -1;
+    }
+    if (child2 > 0) {
+        kill(child2, SIGKILL);
+        waitpid(child2, NULL, 0); /* ours: main() made us a subreaper */
+        child2 = -1;
     }
     return 0;
 }
@@ -156,47 +168,151 @@ static double now_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+static struct ident_stats stats_of(struct ident_ctx *ctx)
+{
+    struct ident_stats s;
+
+    pthread_mutex_lock(&ctx->lock);
+    s = ctx->stats;
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+static void sock_cache_clear(struct ident_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    memset(ctx->socks, 0, sizeof(ctx->socks));
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+static struct ident_ctx *ctx_for(pid_t pid)
+{
+    int nsfd = open_ns(pid);
+    struct ident_ctx *ctx = ident_ctx_new(nsfd);
+
+    assert_non_null(ctx);
+    close(nsfd); /* the context keeps the namespace itself */
+    return ctx;
+}
+
+static uint32_t flow_inode(struct ident_ctx *ctx, const struct flow *f)
+{
+    struct diag_query q = {.src = &f->src, .dst = &f->dst, .sport = f->sport, .dport = f->dport};
+    uint32_t inode = 0;
+
+    assert_int_equal(diag_find_inode(ctx, &q, &inode), 0);
+    return inode;
+}
+
+static uint64_t start_of(pid_t pid)
+{
+    char path[32];
+    uint64_t start;
+    int piddir;
+
+    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+    piddir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(piddir >= 0);
+    assert_int_equal(read_start(piddir, &start), 0);
+    close(piddir);
+    return start;
+}
+
+static int lookup(struct ident_ctx *ctx, const struct flow *f, pid_t *pid)
+{
+    return ident_lookup(ctx, &f->src, f->sport, &f->dst, f->dport, pid, NULL, 0);
+}
+
+/* Forget the socket fds remembered for the members: the next lookup lists
+ * their fd tables. */
+static void member_fds_clear(struct ident_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->n_members; i++)
+        ctx->members[i].n_fds = 0;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+/* How a lookup of f is timed: the same flow again (socket cache), with the
+ * socket cache emptied first (found at a remembered fd of the member), with
+ * the member's remembered fds forgotten too (its fd table listed), or with a
+ * new context each time (what every lookup cost before contexts: a thread
+ * into the namespace for the diag socket and a full walk of /proc). */
+enum timing { TIME_CACHED = 0, TIME_PROBE, TIME_SCAN, TIME_NEW_CTX, TIME_MAX };
+
 /* Mean microseconds per lookup of a flow that must resolve to want_pid. */
-static double time_lookups(int nsfd, const struct flow *f, pid_t want_pid, int rounds)
+static double time_lookups(struct ident_ctx *ctx, pid_t ns_pid, const struct flow *f,
+                           pid_t want_pid, enum timing how, int rounds)
 {
     char exe[PATH_MAX];
     pid_t pid;
     double t0 = now_us();
 
     for (int i = 0; i < rounds; i++) {
+        struct ident_ctx *c = ctx;
+        int nsfd = -1;
+
+        if (how == TIME_NEW_CTX) {
+            nsfd = open_ns(ns_pid);
+            c = ident_ctx_new(nsfd);
+            assert_non_null(c);
+        } else if (how == TIME_PROBE || how == TIME_SCAN) {
+            sock_cache_clear(ctx);
+            if (how == TIME_SCAN)
+                member_fds_clear(ctx);
+        }
         assert_int_equal(
-            ident_lookup(nsfd, &f->src, f->sport, &f->dst, f->dport, &pid, exe, sizeof(exe)), 0);
+            ident_lookup(c, &f->src, f->sport, &f->dst, f->dport, &pid, exe, sizeof(exe)), 0);
         assert_int_equal(pid, want_pid);
+        if (how == TIME_NEW_CTX) {
+            ident_ctx_free(c);
+            close(nsfd);
+        }
     }
     return (now_us() - t0) / rounds;
+}
+
+static void print_timings(struct ident_ctx *ctx, pid_t ns_pid, const struct flow *f, pid_t want_pid,
+                          const char *what)
+{
+    double cached = time_lookups(ctx, ns_pid, f, want_pid, TIME_CACHED, 1000);
+    double probe = time_lookups(ctx, ns_pid, f, want_pid, TIME_PROBE, 1000);
+    double scan = time_lookups(ctx, ns_pid, f, want_pid, TIME_SCAN, 1000);
+    double fresh = time_lookups(ctx, ns_pid, f, want_pid, TIME_NEW_CTX, 200);
+
+    print_message("  %s (%s): mean lookup %.1f us socket cached, %.1f us remembered fd, %.1f us "
+                  "fd table listed, %.1f us with a new context each time\n",
+                  what, ns_pid ? "other namespace" : "same namespace", cached, probe, scan, fresh);
 }
 
 static void check_self(const char *addr)
 {
     char exe[PATH_MAX], want[PATH_MAX];
+    struct ident_ctx *ctx;
     struct flow f;
     pid_t pid = 0;
-    int nfds, nsfd = open_ns(0);
+    int nfds;
 
+    nfds = count_fds();
+    ctx = ctx_for(0);
     self_exe(want, sizeof(want));
     flow_open(&f, addr);
-    assert_int_equal(ident_lookup(nsfd, &f.src, f.sport, &f.dst, f.dport, &pid, exe, sizeof(exe)),
+    assert_int_equal(ident_lookup(ctx, &f.src, f.sport, &f.dst, f.dport, &pid, exe, sizeof(exe)),
                      0);
     assert_int_equal(pid, getpid());
     assert_string_equal(exe, want);
 
     /* The server end of the same connection is a different socket: the
      * reversed tuple must resolve too (to us), proving the exact match. */
-    assert_int_equal(ident_lookup(nsfd, &f.dst, f.dport, &f.src, f.sport, &pid, exe, sizeof(exe)),
+    assert_int_equal(ident_lookup(ctx, &f.dst, f.dport, &f.src, f.sport, &pid, exe, sizeof(exe)),
                      0);
     assert_int_equal(pid, getpid());
 
-    nfds = count_fds();
-    print_message("  %s: mean lookup %.1f us over 1000 (same namespace)\n", addr,
-                  time_lookups(nsfd, &f, getpid(), 1000));
-    assert_int_equal(count_fds(), nfds);
+    print_timings(ctx, 0, &f, getpid(), addr);
     flow_close(&f);
-    close(nsfd);
+    ident_ctx_free(ctx);
+    /* Lookups and the context leave no fd behind. */
+    assert_int_equal(count_fds(), nfds);
 }
 
 static void test_self_v4(void **state)
@@ -215,10 +331,10 @@ static void test_self_v6(void **state)
  * IPv4 flow, the kernel reports the socket with v4-mapped addresses. */
 static void test_dual_stack_mapped(void **state)
 {
+    struct ident_ctx *ctx = ctx_for(0);
     struct sockaddr_in6 to;
     struct flow f;
     pid_t pid = 0;
-    int nsfd = open_ns(0);
 
     (void)state;
     f.listen_fd = listen_on("127.0.0.1", &f.dst, &f.dport);
@@ -233,21 +349,22 @@ static void test_dual_stack_mapped(void **state)
     f.accept_fd = accept4(f.listen_fd, NULL, NULL, SOCK_CLOEXEC);
     assert_true(f.accept_fd >= 0);
 
-    assert_int_equal(ident_lookup(nsfd, &f.src, f.sport, &f.dst, f.dport, &pid, NULL, 0), 0);
+    assert_int_equal(lookup(ctx, &f, &pid), 0);
     assert_int_equal(pid, getpid());
     flow_close(&f);
-    close(nsfd);
+    ident_ctx_free(ctx);
 }
 
 static void test_forked_child(void **state)
 {
     struct sockaddr_storage ss;
+    struct ident_ctx *ctx = ctx_for(0);
     struct net_addr dst, src;
     uint16_t dport, sport;
     char exe[PATH_MAX], want[PATH_MAX];
     socklen_t sl;
     pid_t pid = 0;
-    int lfd, p[2], nsfd = open_ns(0);
+    int lfd, p[2];
 
     (void)state;
     self_exe(want, sizeof(want));
@@ -255,6 +372,14 @@ static void test_forked_child(void **state)
     assert_true(lfd >= 0);
     sl = net_addr_to_sockaddr(&dst, dport, &ss);
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+
+    /* Members known before the child exists: its lookup must find it anyway. */
+    {
+        struct flow warm;
+        flow_open(&warm, "127.0.0.1");
+        assert_int_equal(lookup(ctx, &warm, &pid), 0);
+        flow_close(&warm);
+    }
 
     child = fork();
     assert_true(child >= 0);
@@ -275,91 +400,119 @@ static void test_forked_child(void **state)
     close(p[0]);
     src = dst;
 
-    assert_int_equal(ident_lookup(nsfd, &src, sport, &dst, dport, &pid, exe, sizeof(exe)), 0);
+    assert_int_equal(ident_lookup(ctx, &src, sport, &dst, dport, &pid, exe, sizeof(exe)), 0);
     assert_int_equal(pid, child);
     assert_string_equal(exe, want);
 
     /* Truncation keeps a NUL-terminated prefix. */
-    assert_int_equal(ident_lookup(nsfd, &src, sport, &dst, dport, &pid, exe, 5), 0);
+    assert_int_equal(ident_lookup(ctx, &src, sport, &dst, dport, &pid, exe, 5), 0);
     assert_int_equal(strlen(exe), 4);
     assert_memory_equal(exe, want, 4);
 
     /* Once the holder is gone the flow has no owner any more. */
     teardown_child(NULL);
-    assert_int_equal(ident_lookup(nsfd, &src, sport, &dst, dport, &pid, exe, sizeof(exe)), -ENOENT);
+    assert_int_equal(ident_lookup(ctx, &src, sport, &dst, dport, &pid, exe, sizeof(exe)), -ENOENT);
     close(lfd);
-    close(nsfd);
+    ident_ctx_free(ctx);
 }
 
 static void test_not_found(void **state)
 {
+    struct ident_ctx *ctx = ctx_for(0);
     struct net_addr a;
     struct flow f;
     pid_t pid = 0;
-    int nsfd = open_ns(0);
 
     (void)state;
     flow_open(&f, "127.0.0.1");
 
     /* Wrong source port. */
     assert_int_equal(
-        ident_lookup(nsfd, &f.src, (uint16_t)(f.sport ^ 1), &f.dst, f.dport, &pid, NULL, 0),
+        ident_lookup(ctx, &f.src, (uint16_t)(f.sport ^ 1), &f.dst, f.dport, &pid, NULL, 0),
         -ENOENT);
     /* The listener's own address as source: the kernel would hand back the
      * listening socket, which must not be mistaken for a client. */
     assert_int_equal(net_addr_parse("127.0.0.2", &a), 0);
-    assert_int_equal(ident_lookup(nsfd, &f.dst, f.dport, &a, 40000, &pid, NULL, 0), -ENOENT);
+    assert_int_equal(ident_lookup(ctx, &f.dst, f.dport, &a, 40000, &pid, NULL, 0), -ENOENT);
     /* Right ports, wrong family of the same flow. */
     assert_int_equal(net_addr_parse("::1", &a), 0);
-    assert_int_equal(ident_lookup(nsfd, &a, f.sport, &a, f.dport, &pid, NULL, 0), -ENOENT);
+    assert_int_equal(ident_lookup(ctx, &a, f.sport, &a, f.dport, &pid, NULL, 0), -ENOENT);
 
-    /* A client that closed first lingers as an orphan (FIN_WAIT/TIME_WAIT)
-     * without an inode: nobody owns it. */
+    /* Found once (and cached), then the client closes first: it lingers as
+     * an orphan (FIN_WAIT/TIME_WAIT) without an inode, owned by nobody. */
+    assert_int_equal(lookup(ctx, &f, &pid), 0);
     close(f.client_fd);
-    assert_int_equal(ident_lookup(nsfd, &f.src, f.sport, &f.dst, f.dport, &pid, NULL, 0), -ENOENT);
+    assert_int_equal(lookup(ctx, &f, &pid), -ENOENT);
     close(f.accept_fd);
     close(f.listen_fd);
-    close(nsfd);
+    ident_ctx_free(ctx);
 }
 
 static void test_bad_args(void **state)
 {
+    struct ident_ctx *ctx;
     struct net_addr v4, v6;
     pid_t pid;
-    int fd, nfds, nsfd;
+    int fd, nfds;
 
     (void)state;
     nfds = count_fds();
-    nsfd = open_ns(0);
     assert_int_equal(net_addr_parse("127.0.0.1", &v4), 0);
     assert_int_equal(net_addr_parse("::1", &v6), 0);
-    assert_int_equal(ident_lookup(nsfd, &v4, 1, &v6, 2, &pid, NULL, 0), -EINVAL);
-    assert_int_equal(ident_lookup(-1, &v4, 1, &v4, 2, &pid, NULL, 0), -EBADF);
+
+    errno = 0;
+    assert_null(ident_ctx_new(-1));
+    assert_int_equal(errno, EBADF);
     /* Not a namespace: setns refuses it. */
     fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     assert_true(fd >= 0);
-    assert_int_equal(ident_lookup(fd, &v4, 1, &v4, 2, &pid, NULL, 0), -EINVAL);
-    /* A real namespace, no such flow: the diag socket is closed too. */
-    assert_int_equal(ident_lookup(nsfd, &v4, 1, &v4, 2, &pid, NULL, 0), -ENOENT);
+    errno = 0;
+    assert_null(ident_ctx_new(fd));
+    assert_int_equal(errno, EINVAL);
     close(fd);
-    assert_int_equal(count_fds(), nfds + 1);
-    close(nsfd);
+    assert_null(ident_ctx_free(NULL));
+    assert_int_equal(ident_lookup(NULL, &v4, 1, &v4, 2, &pid, NULL, 0), -EINVAL);
+
+    ctx = ctx_for(0);
+    assert_int_equal(ident_lookup(ctx, &v4, 1, &v6, 2, &pid, NULL, 0), -EINVAL);
+    assert_int_equal(ident_lookup(ctx, NULL, 1, &v4, 2, &pid, NULL, 0), -EINVAL);
+    /* A real namespace, no such flow. */
+    assert_int_equal(ident_lookup(ctx, &v4, 1, &v4, 2, &pid, NULL, 0), -ENOENT);
+    assert_null(ident_ctx_free(ctx));
+    assert_int_equal(count_fds(), nfds);
 }
+
+/* ---- children in their own network namespace ---- */
+
+#define NSCHILD_FLOWS 4
 
 struct nschild_info {
     pid_t pid;
-    uint16_t sport, dport;
+    uint16_t dport;
+    uint16_t sport[NSCHILD_FLOWS];
 };
 
-/* In the child: a fresh netns with lo up, a loopback connection, report. */
-static void nschild_main(int wfd)
+/* A child in a fresh network namespace holding NSCHILD_FLOWS loopback
+ * connections (client fds first).  It obeys one-byte commands on cmd:
+ *  'f': fork a grandchild that holds everything, report its pid, exit;
+ *  's': send the first client fd over the unix socket us, close its own.
+ */
+struct nschild {
+    pid_t pid;
+    int cmd, reply, us; /* our ends */
+    struct nschild_info info;
+    struct flow flows[NSCHILD_FLOWS]; /* only the addresses */
+};
+
+static void nschild_main(int wfd, int rfd, int us)
 {
     struct nschild_info info = {0};
     struct sockaddr_storage ss;
     struct net_addr dst, src;
     struct ifreq ifr;
     socklen_t sl;
-    int s, lfd, cfd;
+    int s, lfd, cfd[NSCHILD_FLOWS];
+    char c;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (unshare(CLONE_NEWNET) < 0)
@@ -378,54 +531,120 @@ static void nschild_main(int wfd)
     if (lfd < 0)
         _exit(1);
     sl = net_addr_to_sockaddr(&dst, info.dport, &ss);
-    cfd = connect_to(ss.ss_family, (struct sockaddr *)&ss, sl, &src, &info.sport);
-    if (cfd < 0)
-        _exit(1);
+    for (int i = 0; i < NSCHILD_FLOWS; i++) {
+        cfd[i] = connect_to(ss.ss_family, (struct sockaddr *)&ss, sl, &src, &info.sport[i]);
+        if (cfd[i] < 0)
+            _exit(1);
+    }
     info.pid = getpid();
     if (write(wfd, &info, sizeof(info)) != sizeof(info))
         _exit(1);
-    /* Hold the socket until the parent kills us. */
+    while (read(rfd, &c, 1) == 1) {
+        if (c == 'f') {
+            pid_t g = fork();
+
+            if (g < 0)
+                _exit(1);
+            if (g == 0) {
+                /* The grandchild: holds every socket until killed. */
+                for (;;)
+                    pause();
+            }
+            if (write(wfd, &g, sizeof(g)) != sizeof(g))
+                _exit(1);
+            _exit(0);
+        } else if (c == 's') {
+            char data = 'x';
+            union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+            } u;
+            struct iovec iov = {.iov_base = &data, .iov_len = 1};
+            struct msghdr msg = {.msg_iov = &iov,
+                                 .msg_iovlen = 1,
+                                 .msg_control = u.buf,
+                                 .msg_controllen = sizeof(u.buf)};
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &cfd[0], sizeof(int));
+            if (sendmsg(us, &msg, 0) != 1)
+                _exit(1);
+            close(cfd[0]);
+            if (write(wfd, "k", 1) != 1)
+                _exit(1);
+        }
+    }
+    /* Hold the sockets until the parent kills us. */
     for (;;)
         pause();
 }
 
-static void test_other_netns(void **state)
+/* Starts the namespace child as `child`. */
+static void nschild_start(struct nschild *c)
 {
-    struct nschild_info info;
-    char exe[PATH_MAX], want[PATH_MAX];
-    struct flow f;
-    pid_t pid = 0;
-    int p[2], nsfd, selffd = open_ns(0);
+    int down[2], up[2], sp[2];
 
-    (void)state;
-    self_exe(want, sizeof(want));
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(down, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(up, O_CLOEXEC), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
     child = fork();
     assert_true(child >= 0);
     if (child == 0) {
-        close(p[0]);
-        nschild_main(p[1]);
+        close(down[1]);
+        close(up[0]);
+        close(sp[0]);
+        nschild_main(up[1], down[0], sp[1]);
     }
-    close(p[1]);
-    assert_int_equal(read(p[0], &info, sizeof(info)), (ssize_t)sizeof(info));
-    close(p[0]);
-    assert_int_equal(info.pid, child);
+    close(down[0]);
+    close(up[1]);
+    close(sp[1]);
+    c->pid = child;
+    c->cmd = down[1];
+    c->reply = up[0];
+    c->us = sp[0];
+    assert_int_equal(read(c->reply, &c->info, sizeof(c->info)), (ssize_t)sizeof(c->info));
+    assert_int_equal(c->info.pid, child);
+    memset(c->flows, 0, sizeof(c->flows));
+    for (int i = 0; i < NSCHILD_FLOWS; i++) {
+        assert_int_equal(net_addr_parse("127.0.0.1", &c->flows[i].src), 0);
+        c->flows[i].dst = c->flows[i].src;
+        c->flows[i].sport = c->info.sport[i];
+        c->flows[i].dport = c->info.dport;
+    }
+}
 
-    nsfd = open_ns(child);
-    memset(&f, 0, sizeof(f));
-    assert_int_equal(net_addr_parse("127.0.0.1", &f.src), 0);
-    f.dst = f.src;
-    f.sport = info.sport;
-    f.dport = info.dport;
+static void nschild_close(struct nschild *c)
+{
+    close(c->cmd);
+    close(c->reply);
+    close(c->us);
+}
 
-    assert_int_equal(ident_lookup(nsfd, &f.src, f.sport, &f.dst, f.dport, &pid, exe, sizeof(exe)),
+static void test_other_netns(void **state)
+{
+    char exe[PATH_MAX], want[PATH_MAX];
+    struct ident_ctx *ctx, *self;
+    struct nschild c;
+    pid_t pid = 0;
+    int selffd = open_ns(0);
+
+    (void)state;
+    self_exe(want, sizeof(want));
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+    self = ctx_for(0);
+
+    assert_int_equal(ident_lookup(ctx, &c.flows[0].src, c.flows[0].sport, &c.flows[0].dst,
+                                  c.flows[0].dport, &pid, exe, sizeof(exe)),
                      0);
-    assert_int_equal(pid, child);
+    assert_int_equal(pid, c.pid);
     assert_string_equal(exe, want);
 
     /* The same tuple means nothing in our own namespace. */
-    assert_int_equal(ident_lookup(selffd, &f.src, f.sport, &f.dst, f.dport, &pid, NULL, 0),
-                     -ENOENT);
+    assert_int_equal(lookup(self, &c.flows[0], &pid), -ENOENT);
 
     /* The helper thread's setns must not leak into the calling thread. */
     {
@@ -435,20 +654,282 @@ static void test_other_netns(void **state)
         assert_true(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
     }
 
-    print_message("  127.0.0.1: mean lookup %.1f us over 1000 (other namespace)\n",
-                  time_lookups(nsfd, &f, child, 1000));
+    print_timings(ctx, c.pid, &c.flows[0], c.pid, "127.0.0.1");
 
     teardown_child(NULL);
-    /* The namespace lives on through nsfd, but the socket died with the child. */
-    assert_int_equal(ident_lookup(nsfd, &f.src, f.sport, &f.dst, f.dport, &pid, NULL, 0), -ENOENT);
-    close(nsfd);
+    /* The namespace lives on through ctx, but the socket died with the child. */
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), -ENOENT);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+    ident_ctx_free(self);
     close(selffd);
 }
 
+/* The second lookup of a flow is answered from the socket cache, a new flow of
+ * a known process from its remembered fds or a scan of its fd table: none
+ * walks /proc. */
+static void test_cache_path(void **state)
+{
+    struct ident_stats s0, s1, s2, s3, s4;
+    struct ident_ctx *ctx;
+    struct nschild c;
+    pid_t pid = 0;
+
+    (void)state;
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+
+    s0 = stats_of(ctx);
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s1 = stats_of(ctx);
+    assert_true(s1.walks > s0.walks); /* nothing known yet: one walk */
+    assert_true(s1.full_walks > s0.full_walks);
+
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s2 = stats_of(ctx);
+    assert_int_equal(s2.walks, s1.walks);
+    assert_int_equal(s2.scans, s1.scans);
+    assert_int_equal(s2.sock_hits, s1.sock_hits + 1);
+
+    /* Another flow of the same process, without the socket cache: the
+     * member is scanned, /proc is not walked. */
+    sock_cache_clear(ctx);
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s3 = stats_of(ctx);
+    assert_int_equal(s3.walks, s2.walks);
+    assert_int_equal(s3.scans, s2.scans + 1);
+    assert_int_equal(s3.sock_hits, s2.sock_hits);
+
+    /* That scan saw the sockets before flow 1's in the fd table too (flow 0
+     * has the lower fd): they cost no scan now. */
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    assert_int_equal(stats_of(ctx).scans, s3.scans);
+    assert_int_equal(stats_of(ctx).walks, s3.walks);
+    assert_int_equal(stats_of(ctx).sock_hits, s3.sock_hits + 1);
+
+    /* Without the socket cache, flow 1 is found at an fd the member held a
+     * socket at when it was scanned: one readlink, no listing. */
+    sock_cache_clear(ctx);
+    s3 = stats_of(ctx);
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s4 = stats_of(ctx);
+    assert_int_equal(s4.probe_hits, s3.probe_hits + 1);
+    assert_int_equal(s4.scans, s3.scans);
+    assert_int_equal(s4.walks, s3.walks);
+    assert_int_equal(s4.sock_hits, s3.sock_hits);
+
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
+
+/* A cached member that exited is not reported: the process that holds the
+ * socket now (forked from it, so unknown to the cache) is. */
+static void test_member_exited(void **state)
+{
+    struct ident_ctx *ctx;
+    struct nschild c;
+    pid_t pid = 0, g;
+    int status;
+
+    (void)state;
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+
+    assert_int_equal(write(c.cmd, "f", 1), 1);
+    assert_int_equal(read(c.reply, &g, sizeof(g)), (ssize_t)sizeof(g));
+    child2 = g;
+    assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+    child = -1;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* The socket cache and the member list both name the dead child. */
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, g);
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, g);
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->n_members; i++)
+        assert_int_not_equal(ctx->members[i].pid, c.pid);
+    pthread_mutex_unlock(&ctx->lock);
+
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
+
+/* A cached member whose PID now belongs to another process (simulated: the
+ * recorded start time differs), and a cached member that is a process outside
+ * the namespace (the test itself, holding a socket of the namespace that the
+ * child passed to it): neither is ever reported. */
+static void test_pid_reuse(void **state)
+{
+    struct ident_stats s0, s1;
+    struct ident_ctx *ctx;
+    struct nschild c;
+    uint32_t inode;
+    pid_t pid = 0;
+    char ack;
+
+    (void)state;
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    inode = flow_inode(ctx, &c.flows[0]);
+
+    /* Every record of the child says "started at another time", and there
+     * is another member (this process, outside the namespace, planted first
+     * in the list): the list does not become empty when the child's record
+     * is dropped, so no full walk is allowed for it. */
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->n_members; i++)
+        if (ctx->members[i].pid == c.pid)
+            ctx->members[i].start++;
+    for (size_t i = 0; i < IDENT_SOCK_SLOTS; i++)
+        if (ctx->socks[i].pid == c.pid)
+            ctx->socks[i].start++;
+    ctx->members = realloc(ctx->members, (ctx->n_members + 1) * sizeof(*ctx->members));
+    assert_non_null(ctx->members);
+    ctx->cap_members = ctx->n_members + 1;
+    memmove(ctx->members + 1, ctx->members, ctx->n_members * sizeof(*ctx->members));
+    ctx->members[0] =
+        (struct ident_member){.pid = getpid(), .start = start_of(getpid()), .gen = ctx->gen};
+    ctx->n_members++;
+    pthread_mutex_unlock(&ctx->lock);
+    s0 = stats_of(ctx);
+    /* Found again, but only through an incremental walk that classified the
+     * dropped member's PID afresh. */
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s1 = stats_of(ctx);
+    assert_int_equal(s1.sock_hits, s0.sock_hits);
+    assert_int_equal(s1.walks, s0.walks + 1);
+    assert_int_equal(s1.full_walks, s0.full_walks);
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->n_members; i++)
+        if (ctx->members[i].pid == c.pid)
+            assert_true(ctx->members[i].start == start_of(c.pid));
+    pthread_mutex_unlock(&ctx->lock);
+
+    /* Now the only holder of flow 0 is this process, outside the namespace,
+     * and it is made a member and cached as the holder. */
+    assert_int_equal(write(c.cmd, "s", 1), 1);
+    assert_int_equal(read(c.reply, &ack, 1), 1);
+    {
+        char data;
+        int fd = -1;
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct iovec iov = {.iov_base = &data, .iov_len = 1};
+        struct msghdr msg = {.msg_iov = &iov,
+                             .msg_iovlen = 1,
+                             .msg_control = u.buf,
+                             .msg_controllen = sizeof(u.buf)};
+        struct cmsghdr *cm;
+
+        assert_int_equal(recvmsg(c.us, &msg, MSG_CMSG_CLOEXEC), 1);
+        cm = CMSG_FIRSTHDR(&msg);
+        assert_non_null(cm);
+        memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+        assert_true(fd >= 0);
+
+        /* This process is still a planted member; cache it as the holder. */
+        pthread_mutex_lock(&ctx->lock);
+        assert_true(member_find(ctx, getpid(), start_of(getpid())) >= 0);
+        *sock_slot(ctx, inode) = (struct ident_sock){
+            .inode = inode, .fd = fd, .pid = getpid(), .start = start_of(getpid())};
+        pthread_mutex_unlock(&ctx->lock);
+        assert_int_equal(lookup(ctx, &c.flows[0], &pid), -ENOENT);
+        /* The other flows still belong to the child. */
+        assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+        assert_int_equal(pid, c.pid);
+        close(fd);
+    }
+
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
+
+/* An inode number cached for a (pid, fd) that holds another socket now (the
+ * fd was closed and reused, or the inode number was): the cache entry is
+ * checked with one readlink, fails, and the scan finds the real holder. */
+static void test_inode_reuse(void **state)
+{
+    struct ident_stats s0, s1;
+    struct ident_ctx *ctx;
+    struct nschild c;
+    struct flow mine;
+    uint32_t inode;
+    pid_t pid = 0;
+
+    (void)state;
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+    assert_int_equal(lookup(ctx, &c.flows[0], &pid), 0);
+    inode = flow_inode(ctx, &c.flows[1]);
+
+    /* Flow 1's inode, cached as held by a socket fd of ours (the fd of
+     * another socket, in another namespace). */
+    flow_open(&mine, "127.0.0.1");
+    pthread_mutex_lock(&ctx->lock);
+    *sock_slot(ctx, inode) = (struct ident_sock){
+        .inode = inode, .fd = mine.client_fd, .pid = getpid(), .start = start_of(getpid())};
+    pthread_mutex_unlock(&ctx->lock);
+    s0 = stats_of(ctx);
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    s1 = stats_of(ctx);
+    assert_int_equal(s1.sock_hits, s0.sock_hits);
+    assert_int_equal(s1.scans, s0.scans + 1);
+
+    /* Cached as held by the right process, at the wrong fd. */
+    pthread_mutex_lock(&ctx->lock);
+    sock_slot(ctx, inode)->fd = 0;
+    pthread_mutex_unlock(&ctx->lock);
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, c.pid);
+    assert_int_equal(stats_of(ctx).sock_hits, s1.sock_hits);
+
+    /* A real close and reopen in our own namespace: the new socket likely
+     * takes the closed one's fd number. */
+    {
+        struct ident_ctx *self = ctx_for(0);
+        struct flow a, b;
+
+        flow_open(&a, "127.0.0.1");
+        assert_int_equal(lookup(self, &a, &pid), 0);
+        assert_int_equal(pid, getpid());
+        flow_close(&a);
+        flow_open(&b, "127.0.0.1");
+        assert_int_equal(lookup(self, &b, &pid), 0);
+        assert_int_equal(pid, getpid());
+        assert_int_equal(lookup(self, &a, &pid), -ENOENT);
+        flow_close(&b);
+        ident_ctx_free(self);
+    }
+
+    flow_close(&mine);
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
+
 struct worker {
-    int nsfd;
+    struct ident_ctx *ctx;
     const struct flow *f;
     pid_t want;
+    bool clear; /* empty the socket cache now and then: scan concurrently */
     int failures;
 };
 
@@ -457,57 +938,71 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     pid_t pid;
 
-    for (int i = 0; i < 200; i++)
-        if (ident_lookup(w->nsfd, &w->f->src, w->f->sport, &w->f->dst, w->f->dport, &pid, NULL,
-                         0) != 0 ||
-            pid != w->want)
+    for (int i = 0; i < 200; i++) {
+        if (w->clear && i % 8 == 0)
+            sock_cache_clear(w->ctx);
+        if (lookup(w->ctx, w->f, &pid) != 0 || pid != w->want)
             w->failures++;
+    }
     return NULL;
 }
 
-/* Several pool threads at once, half of them crossing into another
- * namespace: no shared state, no namespace leaking between threads. */
-static void test_concurrent(void **state)
+/* Four threads on one fresh context (they race on the first walk, then on
+ * scans and the caches), each looking up its own flow. */
+static void test_concurrent_one_ctx(void **state)
 {
-    struct nschild_info info;
-    struct worker w[4];
-    pthread_t t[4];
-    struct flow self, other;
-    int p[2], selffd = open_ns(0), nsfd;
+    struct worker w[NSCHILD_FLOWS];
+    pthread_t t[NSCHILD_FLOWS];
+    struct ident_ctx *ctx;
+    struct nschild c;
 
     (void)state;
-    flow_open(&self, "127.0.0.1");
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        close(p[0]);
-        nschild_main(p[1]);
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+    for (int i = 0; i < NSCHILD_FLOWS; i++) {
+        w[i] = (struct worker){.ctx = ctx, .f = &c.flows[i], .want = c.pid, .clear = i % 2};
+        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
     }
-    close(p[1]);
-    assert_int_equal(read(p[0], &info, sizeof(info)), (ssize_t)sizeof(info));
-    close(p[0]);
-    nsfd = open_ns(child);
-    memset(&other, 0, sizeof(other));
-    assert_int_equal(net_addr_parse("127.0.0.1", &other.src), 0);
-    other.dst = other.src;
-    other.sport = info.sport;
-    other.dport = info.dport;
+    for (int i = 0; i < NSCHILD_FLOWS; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(w[i].failures, 0);
+    }
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
 
+/* Four threads on two contexts, one of them another namespace: no namespace
+ * leaks between threads. */
+static void test_concurrent_two_ctx(void **state)
+{
+    struct worker w[4];
+    pthread_t t[4];
+    struct ident_ctx *self, *other;
+    struct nschild c;
+    struct flow f;
+
+    (void)state;
+    flow_open(&f, "127.0.0.1");
+    nschild_start(&c);
+    self = ctx_for(0);
+    other = ctx_for(c.pid);
     for (int i = 0; i < 4; i++) {
-        w[i].nsfd = i % 2 ? nsfd : selffd;
-        w[i].f = i % 2 ? &other : &self;
-        w[i].want = i % 2 ? child : getpid();
-        w[i].failures = 0;
+        w[i] = (struct worker){.ctx = i % 2 ? other : self,
+                               .f = i % 2 ? &c.flows[i] : &f,
+                               .want = i % 2 ? c.pid : getpid(),
+                               .clear = i >= 2};
         assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
         assert_int_equal(pthread_join(t[i], NULL), 0);
         assert_int_equal(w[i].failures, 0);
     }
-    flow_close(&self);
-    close(nsfd);
-    close(selffd);
+    flow_close(&f);
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(self);
+    ident_ctx_free(other);
 }
 
 int main(void)
@@ -520,7 +1015,15 @@ int main(void)
         cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test_teardown(test_other_netns, teardown_child),
-        cmocka_unit_test_teardown(test_concurrent, teardown_child),
+        cmocka_unit_test_teardown(test_cache_path, teardown_child),
+        cmocka_unit_test_teardown(test_member_exited, teardown_child),
+        cmocka_unit_test_teardown(test_pid_reuse, teardown_child),
+        cmocka_unit_test_teardown(test_inode_reuse, teardown_child),
+        cmocka_unit_test_teardown(test_concurrent_one_ctx, teardown_child),
+        cmocka_unit_test_teardown(test_concurrent_two_ctx, teardown_child),
     };
+
+    /* Grandchildren left by a child that exits are reparented to us. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
