@@ -207,6 +207,12 @@ static void flow_decide(struct flow *f)
         }
         return;
     }
+    if (d.inspect && (d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT)) {
+        /* `protocol: rest` asks for per-request decisions this daemon cannot
+         * make on this path: never let such a flow through uninspected. */
+        flow_set_verdict(f, EVENT_ACTION_DENIED, "inspection_unavailable", d.policy_name);
+        return;
+    }
     switch (d.verdict) {
     case POLICY_ALLOW:
         flow_set_verdict(f, EVENT_ACTION_ALLOWED, NULL, d.policy_name);

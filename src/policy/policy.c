@@ -6,7 +6,7 @@
  * the policy keeps, so memory is bounded by the POLICY_MAX_* limits and not by
  * the shape of the input.  Anchors, aliases and tags are refused outright.
  */
-#include "policy.h"
+#include "policy-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,25 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
-
-enum host_kind {
-    HOST_NONE = 0,   /* address-only endpoint */
-    HOST_EXACT,      /* api.github.com */
-    HOST_ONE_LABEL,  /* *.github.com: exactly one more label */
-    HOST_ANY_LABELS, /* **.github.com: one or more labels */
-    HOST_KIND_MAX,
-};
-
-struct policy_endpoint {
-    enum host_kind kind;
-    char host[POLICY_MAX_HOST_LEN + 1]; /* as written, lower case, no trailing dot */
-    size_t suffix_off;                  /* wildcard: host + suffix_off is ".github.com" */
-    bool audit;                         /* enforcement: audit */
-    size_t n_ports;
-    uint16_t ports[POLICY_MAX_PORTS];
-    size_t n_ips;
-    struct net_prefix *ips; /* owned */
-};
 
 struct policy_entry {
     char key[POLICY_MAX_NAME_LEN + 1];
@@ -409,6 +390,11 @@ enum endpoint_key {
     EK_PORTS,
     EK_ALLOWED_IPS,
     EK_ENFORCEMENT,
+    EK_PROTOCOL,
+    EK_ACCESS,
+    EK_RULES,
+    EK_DENY_RULES,
+    EK_ALLOW_ENCODED_SLASH,
     EK_MAX,
 };
 
@@ -418,11 +404,15 @@ static const char *const endpoint_keys[EK_MAX] = {
     [EK_PORTS] = "ports",
     [EK_ALLOWED_IPS] = "allowed_ips",
     [EK_ENFORCEMENT] = "enforcement",
+    [EK_PROTOCOL] = "protocol",
+    [EK_ACCESS] = "access",
+    [EK_RULES] = "rules",
+    [EK_DENY_RULES] = "deny_rules",
+    [EK_ALLOW_ENCODED_SLASH] = "allow_encoded_slash",
 };
 
 /* Fields of the format that later work implements: refused, not ignored. */
-static const char *const endpoint_later_keys[] = {"protocol", "tls", "access", "rules",
-                                                  "deny_rules"};
+static const char *const endpoint_later_keys[] = {"tls"};
 
 static int error_not_yet(struct parser *ps)
 {
@@ -501,11 +491,337 @@ static int parser_allowed_ips(struct parser *ps, struct policy_endpoint *ep)
     return 0;
 }
 
+/* ---- HTTP rules (protocol: rest) ---- */
+
+static int error_oom(struct parser *ps)
+{
+    error_noloc(ps->err, "out of memory");
+    return -ENOMEM;
+}
+
+/* The endpoint's HTTP part, created by the first L7 field. */
+static int endpoint_http(struct parser *ps, struct policy_endpoint *ep)
+{
+    if (!ep->http && !(ep->http = calloc(1, sizeof(*ep->http))))
+        return error_oom(ps);
+    return 0;
+}
+
+/* A method character: RFC 9110 tchar without '*' (a lone "*" means any). */
+static bool method_char_ok(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'+-.^_`|~", c) != NULL);
+}
+
+/* `method: GET` or `method: "*"`, into out. */
+static int parser_method(struct parser *ps, char *out)
+{
+    char q[64];
+    int r = parser_expect_scalar(ps, "method", "an HTTP method or `*`");
+    if (r < 0)
+        return r;
+    const char *s = ev_str(ps);
+    size_t n = ev_len(ps);
+    quote(s, n, q, sizeof(q));
+    if (n == 1 && s[0] == '*') {
+        memcpy(out, "*", 2);
+        return 0;
+    }
+    if (n > POLICY_MAX_METHOD_LEN)
+        return error_at(ps, ps->ev.start_mark, "invalid method `%s`: longer than %d characters", q,
+                        POLICY_MAX_METHOD_LEN);
+    bool lower = false, ok = n > 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = method_char_ok(s[i]);
+        lower |= s[i] >= 'a' && s[i] <= 'z';
+    }
+    if (!ok)
+        return error_at(ps, ps->ev.start_mark,
+                        "invalid method `%s`: must be an HTTP method such as `GET`, or `*`", q);
+    if (lower)
+        return error_at(ps, ps->ev.start_mark,
+                        "invalid method `%s`: methods are case-sensitive, write it in upper case",
+                        q);
+    memcpy(out, s, n + 1);
+    return 0;
+}
+
+/* `path: GLOB`, checked and normalised into rule->path. */
+static int parser_path_glob(struct parser *ps, struct http_rule *rule)
+{
+    char q[64];
+    int r = parser_expect_scalar(ps, "path", "a path glob such as `/repos/**`");
+    if (r < 0)
+        return r;
+    size_t n = ev_len(ps);
+    char *out = malloc(n + 1);
+    if (!out)
+        return error_oom(ps);
+    const char *why = http_glob_parse(ev_str(ps), n, out, n + 1);
+    if (why) {
+        free(out);
+        return error_at(ps, ps->ev.start_mark, "invalid path `%s`: %s",
+                        quote(ev_str(ps), n, q, sizeof(q)), why);
+    }
+    rule->path = out;
+    return 0;
+}
+
+/* The current event is a scalar query glob; copies it into *ret. */
+static int parser_query_glob(struct parser *ps, const char *name, char **ret)
+{
+    char q[64];
+    if (ev_has_nul(ps))
+        return error_at(ps, ps->ev.start_mark, "query glob for `%s` contains a NUL character",
+                        quote(name, strlen(name), q, sizeof(q)));
+    if (ev_len(ps) > POLICY_MAX_GLOB_LEN)
+        return error_at(ps, ps->ev.start_mark, "query glob for `%s` is longer than %d characters",
+                        quote(name, strlen(name), q, sizeof(q)), POLICY_MAX_GLOB_LEN);
+    if (!(*ret = strdup(ev_str(ps))))
+        return error_oom(ps);
+    return 0;
+}
+
+/* The value of one query parameter: a glob, or {any: [GLOB, ...]}. */
+static int parser_query_value(struct parser *ps, struct http_query_match *m)
+{
+    char q[64];
+    int r = parser_next(ps);
+    if (r < 0)
+        return r;
+    quote(m->name, strlen(m->name), q, sizeof(q));
+    if (ev_type(ps) == YAML_SCALAR_EVENT && !ev_is_null(ps)) {
+        if (!(m->globs = calloc(1, sizeof(*m->globs))))
+            return error_oom(ps);
+        if ((r = parser_query_glob(ps, m->name, &m->globs[0])) < 0)
+            return r;
+        m->n_globs = 1;
+        return 0;
+    }
+    if (ev_type(ps) != YAML_MAPPING_START_EVENT)
+        return error_at(ps, ps->ev.start_mark,
+                        "query parameter `%s` must be a glob or `{any: [...]}`, not %s", q,
+                        type_name(ps));
+    yaml_mark_t start = ps->ev.start_mark;
+    bool seen = false;
+    for (;;) {
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
+            break;
+        if ((r = parser_check_key(ps)) < 0)
+            return r;
+        if (strcmp(ev_str(ps), "any") != 0)
+            return error_unknown_field(ps);
+        if (seen)
+            return error_duplicate(ps);
+        seen = true;
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) != YAML_SEQUENCE_START_EVENT)
+            return error_at(ps, ps->ev.start_mark, "`any` must be a list of globs, not %s",
+                            type_name(ps));
+        yaml_mark_t list = ps->ev.start_mark;
+        if (!(m->globs = calloc(POLICY_MAX_QUERY_ANY, sizeof(*m->globs))))
+            return error_oom(ps);
+        for (;;) {
+            if ((r = parser_next(ps)) < 0)
+                return r;
+            if (ev_type(ps) == YAML_SEQUENCE_END_EVENT)
+                break;
+            if (ev_type(ps) != YAML_SCALAR_EVENT || ev_is_null(ps))
+                return error_at(ps, ps->ev.start_mark, "`any` entries must be globs, not %s",
+                                type_name(ps));
+            if (m->n_globs == POLICY_MAX_QUERY_ANY)
+                return error_at(ps, ps->ev.start_mark, "too many globs in `any` (at most %d)",
+                                POLICY_MAX_QUERY_ANY);
+            if ((r = parser_query_glob(ps, m->name, &m->globs[m->n_globs])) < 0)
+                return r;
+            m->n_globs++;
+        }
+        if (m->n_globs == 0)
+            return error_at(ps, list, "`any` must not be empty");
+    }
+    if (!seen)
+        return error_at(ps, start, "query parameter `%s` needs `any: [...]`", q);
+    return 0;
+}
+
+/* `query: {PARAM: GLOB | {any: [GLOB, ...]}}` into rule->query. */
+static int parser_query(struct parser *ps, struct http_rule *rule)
+{
+    char q[64];
+    int r = parser_next(ps);
+    if (r < 0)
+        return r;
+    if (ev_type(ps) != YAML_MAPPING_START_EVENT)
+        return error_at(ps, ps->ev.start_mark,
+                        "`query` must be a mapping of parameter names to globs, not %s",
+                        type_name(ps));
+    if (!(rule->query = calloc(POLICY_MAX_QUERY_MATCH, sizeof(*rule->query))))
+        return error_oom(ps);
+    for (;;) {
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
+            return 0;
+        if ((r = parser_check_key(ps)) < 0)
+            return r;
+        if (ev_len(ps) == 0)
+            return error_at(ps, ps->ev.start_mark, "query parameter names must not be empty");
+        if (ev_len(ps) > POLICY_MAX_NAME_LEN)
+            return error_at(ps, ps->ev.start_mark,
+                            "query parameter `%s` is longer than %d characters",
+                            quote(ev_str(ps), ev_len(ps), q, sizeof(q)), POLICY_MAX_NAME_LEN);
+        for (size_t i = 0; i < rule->n_query; i++)
+            if (strcmp(rule->query[i].name, ev_str(ps)) == 0)
+                return error_duplicate(ps);
+        if (rule->n_query == POLICY_MAX_QUERY_MATCH)
+            return error_at(ps, ps->ev.start_mark, "too many `query` parameters (at most %d)",
+                            POLICY_MAX_QUERY_MATCH);
+        struct http_query_match *m = &rule->query[rule->n_query++];
+        if (!(m->name = strdup(ev_str(ps))))
+            return error_oom(ps);
+        if ((r = parser_query_value(ps, m)) < 0)
+            return r;
+    }
+}
+
+enum matcher_key {
+    MK_METHOD = 0,
+    MK_PATH,
+    MK_QUERY,
+    MK_MAX,
+};
+
+static const char *const matcher_keys[MK_MAX] = {
+    [MK_METHOD] = "method",
+    [MK_PATH] = "path",
+    [MK_QUERY] = "query",
+};
+
+/* The current event is the MAPPING_START of {method, path, query}; fills rule. */
+static int parser_matcher(struct parser *ps, struct http_rule *rule)
+{
+    bool seen[MK_MAX] = {false};
+    yaml_mark_t start = ps->ev.start_mark;
+    int r;
+
+    for (;;) {
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
+            break;
+        if ((r = parser_check_key(ps)) < 0)
+            return r;
+        int k = key_lookup(ps, matcher_keys, MK_MAX);
+        if (k < 0)
+            return error_unknown_field(ps);
+        if (seen[k])
+            return error_duplicate(ps);
+        seen[k] = true;
+        if (k == MK_METHOD)
+            r = parser_method(ps, rule->method);
+        else if (k == MK_PATH)
+            r = parser_path_glob(ps, rule);
+        else
+            r = parser_query(ps, rule);
+        if (r < 0)
+            return r;
+    }
+    if (!seen[MK_METHOD])
+        return error_at(ps, start, "rule needs a `method` (`*` for any)");
+    if (!seen[MK_PATH])
+        return error_at(ps, start, "rule needs a `path` (`/**` for any)");
+    return 0;
+}
+
+/* One entry of `rules:`: a mapping whose only key is `allow`. */
+static int parser_allow_rule(struct parser *ps, struct http_rule *rule)
+{
+    yaml_mark_t start = ps->ev.start_mark;
+    bool seen = false;
+    int r;
+
+    for (;;) {
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
+            break;
+        if ((r = parser_check_key(ps)) < 0)
+            return r;
+        if (strcmp(ev_str(ps), "allow") != 0)
+            return error_unknown_field(ps);
+        if (seen)
+            return error_duplicate(ps);
+        seen = true;
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) != YAML_MAPPING_START_EVENT)
+            return error_at(ps, ps->ev.start_mark,
+                            "`allow` must be a mapping with `method` and `path`, not %s",
+                            type_name(ps));
+        if ((r = parser_matcher(ps, rule)) < 0)
+            return r;
+    }
+    if (!seen)
+        return error_at(ps, start, "a rule needs `allow`");
+    return 0;
+}
+
+/* `rules:` (deny false) or `deny_rules:` (deny true) into the endpoint's http. */
+static int parser_rules(struct parser *ps, struct http_config *c, bool deny)
+{
+    const char *what = deny ? "deny_rules" : "rules";
+    struct http_rule **rules = deny ? &c->deny : &c->rules;
+    size_t *n = deny ? &c->n_deny : &c->n_rules;
+    size_t cap = 0;
+
+    int r = parser_next(ps);
+    if (r < 0)
+        return r;
+    if (ev_type(ps) != YAML_SEQUENCE_START_EVENT)
+        return error_at(ps, ps->ev.start_mark, "`%s` must be a list, not %s", what, type_name(ps));
+    yaml_mark_t start = ps->ev.start_mark;
+    for (;;) {
+        if ((r = parser_next(ps)) < 0)
+            return r;
+        if (ev_type(ps) == YAML_SEQUENCE_END_EVENT)
+            break;
+        if (ev_type(ps) != YAML_MAPPING_START_EVENT)
+            return error_at(ps, ps->ev.start_mark,
+                            deny ? "a deny rule must be a mapping with `method` and `path`, not %s"
+                                 : "a rule must be a mapping with `allow`, not %s",
+                            type_name(ps));
+        if (*n == POLICY_MAX_RULES)
+            return error_at(ps, ps->ev.start_mark, "too many `%s` (at most %d)", what,
+                            POLICY_MAX_RULES);
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct http_rule *nr = realloc(*rules, ncap * sizeof(*nr));
+            if (!nr)
+                return error_oom(ps);
+            *rules = nr;
+            cap = ncap;
+        }
+        /* Counted before it is filled, so that freeing the config frees it. */
+        struct http_rule *rule = &(*rules)[(*n)++];
+        memset(rule, 0, sizeof(*rule));
+        if ((r = deny ? parser_matcher(ps, rule) : parser_allow_rule(ps, rule)) < 0)
+            return r;
+    }
+    if (*n == 0 && !deny)
+        return error_at(ps, start, "`rules` must not be empty");
+    return 0;
+}
+
 /* The current event is the MAPPING_START of an endpoint; fills ep. */
 static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
 {
     bool seen[EK_MAX] = {false};
-    yaml_mark_t start = ps->ev.start_mark;
+    yaml_mark_t start = ps->ev.start_mark, protocol_mark = start, l7_mark = start;
+    const char *l7_key = NULL; /* the first field that needs protocol: rest */
     int r;
 
     for (;;) {
@@ -524,7 +840,19 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
             return error_duplicate(ps);
         if ((k == EK_PORT && seen[EK_PORTS]) || (k == EK_PORTS && seen[EK_PORT]))
             return error_at(ps, ps->ev.start_mark, "use either `port` or `ports`, not both");
+        if ((k == EK_ACCESS && seen[EK_RULES]) || (k == EK_RULES && seen[EK_ACCESS]))
+            return error_at(ps, ps->ev.start_mark, "use either `access` or `rules`, not both");
         seen[k] = true;
+        if (k == EK_PROTOCOL) {
+            protocol_mark = ps->ev.start_mark;
+        } else if (k >= EK_ACCESS && k <= EK_ALLOW_ENCODED_SLASH) {
+            if (!l7_key) {
+                l7_key = endpoint_keys[k];
+                l7_mark = ps->ev.start_mark;
+            }
+            if ((r = endpoint_http(ps, ep)) < 0)
+                return r;
+        }
 
         switch ((enum endpoint_key)k) {
         case EK_HOST: {
@@ -563,6 +891,54 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
                                 quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
             }
             break;
+        case EK_PROTOCOL:
+            if ((r = parser_expect_scalar(ps, "protocol", "`rest`")) < 0)
+                return r;
+            if (strcmp(ev_str(ps), "rest") != 0) {
+                char q[64];
+                return error_at(ps, ps->ev.start_mark,
+                                "`protocol: %s` is not supported yet (only `rest` is)",
+                                quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
+            }
+            if ((r = endpoint_http(ps, ep)) < 0)
+                return r;
+            break;
+        case EK_ACCESS: {
+            static const char *const levels[HTTP_ACCESS_MAX] = {
+                [HTTP_ACCESS_READ_ONLY] = "read-only",
+                [HTTP_ACCESS_READ_WRITE] = "read-write",
+                [HTTP_ACCESS_FULL] = "full",
+            };
+            if ((r = parser_expect_scalar(ps, "access", "`read-only`, `read-write` or `full`")) < 0)
+                return r;
+            for (int a = HTTP_ACCESS_READ_ONLY; a < HTTP_ACCESS_MAX; a++)
+                if (strcmp(ev_str(ps), levels[a]) == 0)
+                    ep->http->access = (enum http_access)a;
+            if (ep->http->access == HTTP_ACCESS_NONE) {
+                char q[64];
+                return error_at(ps, ps->ev.start_mark,
+                                "invalid access `%s`: must be `read-only`, `read-write` or `full`",
+                                quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
+            }
+            break;
+        }
+        case EK_RULES:
+        case EK_DENY_RULES:
+            if ((r = parser_rules(ps, ep->http, k == EK_DENY_RULES)) < 0)
+                return r;
+            break;
+        case EK_ALLOW_ENCODED_SLASH:
+            if ((r = parser_expect_scalar(ps, "allow_encoded_slash", "`true` or `false`")) < 0)
+                return r;
+            if (ev_plain(ps) && strcmp(ev_str(ps), "true") == 0) {
+                ep->http->allow_encoded_slash = true;
+            } else if (!ev_plain(ps) || strcmp(ev_str(ps), "false") != 0) {
+                char q[64];
+                return error_at(ps, ps->ev.start_mark,
+                                "invalid allow_encoded_slash `%s`: must be `true` or `false`",
+                                quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
+            }
+            break;
         case EK_MAX:
             break;
         }
@@ -571,7 +947,19 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
         return error_at(ps, start, "endpoint needs a `port` or `ports`");
     if (ep->kind == HOST_NONE && ep->n_ips == 0)
         return error_at(ps, start, "endpoint needs a `host` or `allowed_ips` (or both)");
+    if (l7_key && !seen[EK_PROTOCOL])
+        return error_at(ps, l7_mark, "`%s` needs `protocol: rest`", l7_key);
+    if (seen[EK_PROTOCOL] && !seen[EK_ACCESS] && !seen[EK_RULES])
+        return error_at(ps, protocol_mark, "`protocol: rest` needs `access` or `rules`");
     return 0;
+}
+
+/* Frees what ep owns (not ep). */
+static void endpoint_clear(struct policy_endpoint *ep)
+{
+    free(ep->ips);
+    ep->ips = NULL;
+    ep->http = http_config_free(ep->http);
 }
 
 static int entry_add_endpoint(struct policy_entry *e, const struct policy_endpoint *ep)
@@ -614,7 +1002,7 @@ static int parser_endpoints(struct parser *ps, struct policy_entry *e)
             r = -ENOMEM;
         }
         if (r < 0) {
-            free(ep.ips);
+            endpoint_clear(&ep);
             return r;
         }
         ps->p->n_endpoints++;
@@ -834,7 +1222,7 @@ struct policy *policy_free(struct policy *p)
     for (size_t i = 0; i < p->n_entries; i++) {
         struct policy_entry *e = &p->entries[i];
         for (size_t j = 0; j < e->n_endpoints; j++)
-            free(e->endpoints[j].ips);
+            endpoint_clear(&e->endpoints[j]);
         free(e->endpoints);
     }
     free(p->entries);
@@ -884,6 +1272,12 @@ int policy_load_buffer(const char *name, const char *buf, size_t len, struct pol
     if (r < 0) {
         policy_free(ps.p);
         return r;
+    }
+    /* Nothing moves any more: endpoints may now point at their policy's key. */
+    for (size_t i = 0; i < ps.p->n_entries; i++) {
+        struct policy_entry *e = &ps.p->entries[i];
+        for (size_t j = 0; j < e->n_endpoints; j++)
+            e->endpoints[j].policy_key = e->key;
     }
     *ret = ps.p;
     return 0;
@@ -978,6 +1372,8 @@ const char *policy_reason_name(enum policy_reason r)
         return "always_blocked_address";
     case POLICY_REASON_PRIVATE_ADDRESS:
         return "private_address";
+    case POLICY_REASON_L7_RULE:
+        return "l7_rule";
     default:
         return NULL;
     }
@@ -1051,6 +1447,15 @@ static bool endpoint_has_ip(const struct policy_endpoint *ep, const struct net_a
     return false;
 }
 
+static void decision_set_endpoint(struct policy_decision *ret, const struct policy_entry *e,
+                                  const struct policy_endpoint *ep)
+{
+    ret->policy_name = e->key;
+    ret->endpoint_host = ep->kind != HOST_NONE ? ep->host : NULL;
+    ret->endpoint = ep;
+    ret->inspect = ep->http != NULL;
+}
+
 /*
  * The decision of policy.h.  Everything in *ret points into p, except
  * pending_host for a wildcard endpoint: the name to resolve is then the flow's
@@ -1104,8 +1509,7 @@ void policy_decide(const struct policy *p, const struct policy_env *env, bool au
             }
             ret->verdict = POLICY_ALLOW;
             ret->reason = POLICY_REASON_NONE;
-            ret->policy_name = e->key;
-            ret->endpoint_host = ep->kind != HOST_NONE ? ep->host : NULL;
+            decision_set_endpoint(ret, e, ep);
             return;
         }
     }
@@ -1118,15 +1522,13 @@ void policy_decide(const struct policy *p, const struct policy_env *env, bool au
     if (audit) {
         ret->verdict = POLICY_AUDIT;
         ret->reason = POLICY_REASON_PRIVATE_ADDRESS;
-        ret->policy_name = audit->key;
-        ret->endpoint_host = audit_ep->host;
+        decision_set_endpoint(ret, audit, audit_ep);
         return;
     }
     ret->verdict = audit_mode ? POLICY_AUDIT : POLICY_DENY;
     if (near) {
         ret->reason = POLICY_REASON_PRIVATE_ADDRESS;
-        ret->policy_name = near->key;
-        ret->endpoint_host = near_ep->host;
+        decision_set_endpoint(ret, near, near_ep);
     } else {
         ret->reason = POLICY_REASON_NO_MATCHING_POLICY;
     }
@@ -1154,4 +1556,15 @@ void policy_foreach_host(const struct policy *p, void (*fn)(void *ctx, const cha
                 fn(ctx, ep->host);
         }
     }
+}
+
+/* fn for every endpoint in file order. */
+void policy_foreach_endpoint(const struct policy *p,
+                             void (*fn)(void *ctx, const char *policy_name,
+                                        const struct policy_endpoint *ep),
+                             void *ctx)
+{
+    for (size_t i = 0; p && i < p->n_entries; i++)
+        for (size_t j = 0; j < p->entries[i].n_endpoints; j++)
+            fn(ctx, p->entries[i].key, &p->entries[i].endpoints[j]);
 }

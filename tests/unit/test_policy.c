@@ -110,6 +110,10 @@ static void assert_decision(struct policy_decision d, enum policy_verdict v, enu
         assert_null(d.endpoint_host);
     if (v != POLICY_PENDING)
         assert_null(d.pending_host);
+    /* An endpoint comes with every policy name, and none of these is inspected. */
+    assert_true(policy ? d.endpoint != NULL : d.endpoint == NULL);
+    assert_false(d.inspect);
+    assert_int_equal(policy_endpoint_inspect(d.endpoint), false);
 }
 
 /* ---- loading: valid files ---- */
@@ -219,14 +223,16 @@ static void test_error_unknown_fields(void **state)
 static void test_error_not_yet(void **state)
 {
     (void)state;
-    static const char *const later[] = {"protocol", "tls", "access", "rules", "deny_rules"};
-    for (size_t i = 0; i < ARRAY_SIZE(later); i++) {
-        char yaml[256], msg[64];
-        snprintf(yaml, sizeof(yaml),
-                 EP_HEAD "      - host: a.com\n        port: 1\n        %s: x\n", later[i]);
-        snprintf(msg, sizeof(msg), "`%s` is not supported yet", later[i]);
-        check_error(yaml, 7, 9, msg);
-    }
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        tls: x\n", 7, 9,
+                "`tls` is not supported yet");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: rest\n"
+                        "        access: full\n        tls: terminate\n",
+                9, 9, "`tls` is not supported yet");
+    /* protocol: rest is the only protocol so far; the others are refused at the value. */
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: udp\n", 7, 19,
+                "`protocol: udp` is not supported yet (only `rest` is)");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: REST\n", 7, 19,
+                "`protocol: REST` is not supported yet (only `rest` is)");
     check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n"
                 "    binaries:\n      - {path: /usr/bin/curl}\n",
                 5, 5, "`binaries` is not supported yet");
@@ -530,6 +536,425 @@ static void test_error_limits(void **state)
     check_error_len(big, POLICY_MAX_FILE_BYTES + 1, -EFBIG, 0, 0,
                     "policy is larger than 1048576 bytes");
     free(big);
+}
+
+/* ---- loading: HTTP fields (protocol: rest) ---- */
+
+/* An inspected endpoint whose next key is on line 8, column 9. */
+#define EP_REST EP_HEAD "      - host: a.com\n        port: 443\n        protocol: rest\n"
+#define FULL "        access: full\n"
+
+/*
+ * EP_REST, then the lines of `extra`, then `line` must fail with msg at the
+ * first occurrence of `at` in line (at == NULL: column 9, where a key starts).
+ */
+static void check_at(const char *extra, const char *line, const char *at, const char *msg)
+{
+    static char yaml[64 * 1024];
+    unsigned lineno = 8;
+    for (const char *c = extra; *c; c++)
+        lineno += *c == '\n';
+    snprintf(yaml, sizeof(yaml), EP_REST "%s%s\n", extra, line);
+    const char *pos = at ? strstr(line, at) : line + 8;
+    assert_non_null(pos);
+    check_error(yaml, lineno, (unsigned)(pos - line) + 1, msg);
+}
+
+static void test_error_l7_fields(void **state)
+{
+    (void)state;
+    /* Fields of an inspected endpoint need protocol: rest, reported at the first one. */
+    static const char *const l7[] = {
+        "access: read-only", "rules: [{allow: {method: GET, path: /}}]",
+        "deny_rules: [{method: GET, path: /}]", "allow_encoded_slash: true"};
+    for (size_t i = 0; i < ARRAY_SIZE(l7); i++) {
+        char yaml[512], msg[128];
+        snprintf(yaml, sizeof(yaml), EP_HEAD "      - host: a.com\n        port: 1\n        %s\n",
+                 l7[i]);
+        snprintf(msg, sizeof(msg), "`%.*s` needs `protocol: rest`",
+                 (int)(strchr(l7[i], ':') - l7[i]), l7[i]);
+        check_error(yaml, 7, 9, msg);
+    }
+    check_error(EP_HEAD "      - host: a.com\n        deny_rules: []\n        access: full\n"
+                        "        port: 1\n",
+                6, 9, "`deny_rules` needs `protocol: rest`");
+
+    /* protocol: rest needs access or rules (deny_rules alone would deny everything). */
+    check_error(EP_REST, 7, 9, "`protocol: rest` needs `access` or `rules`");
+    check_error(EP_REST "        deny_rules: [{method: GET, path: /}]\n", 7, 9,
+                "`protocol: rest` needs `access` or `rules`");
+    check_error(EP_REST "        allow_encoded_slash: true\n", 7, 9,
+                "`protocol: rest` needs `access` or `rules`");
+    check_error(EP_HEAD "      - {host: a.com, port: 1, protocol: rest}\n", 5, 32,
+                "`protocol: rest` needs `access` or `rules`");
+    check_at("", "        protocol: rest", NULL, "duplicate key `protocol`");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: [rest]\n", 7, 19,
+                "`protocol` must be `rest`, not a list");
+    /* The endpoint's own checks come first. */
+    check_error(EP_HEAD "      - host: a.com\n        protocol: rest\n", 5, 9,
+                "endpoint needs a `port` or `ports`");
+
+    /* access and rules exclude each other, at the second one. */
+    check_at(FULL, "        rules: [{allow: {method: GET, path: /}}]", NULL,
+             "use either `access` or `rules`, not both");
+    check_at("        rules: [{allow: {method: GET, path: /}}]\n", "        access: full", NULL,
+             "use either `access` or `rules`, not both");
+    check_at(FULL, "        access: full", NULL, "duplicate key `access`");
+
+    check_at("", "        access: admin", "admin",
+             "invalid access `admin`: must be `read-only`, `read-write` or `full`");
+    check_at("", "        access: READ-ONLY", "READ",
+             "invalid access `READ-ONLY`: must be `read-only`, `read-write` or `full`");
+    check_at("", "        access: [full]", "[",
+             "`access` must be `read-only`, `read-write` or `full`, not a list");
+    /* An empty value is placed just after the colon. */
+    check_error(EP_REST "        access:\n", 8, 16,
+                "`access` must be `read-only`, `read-write` or `full`, not nothing");
+    check_at(FULL, "        allow_encoded_slash: yes", "yes",
+             "invalid allow_encoded_slash `yes`: must be `true` or `false`");
+    check_at(FULL, "        allow_encoded_slash: \"true\"", "\"",
+             "invalid allow_encoded_slash `true`: must be `true` or `false`");
+    check_at(FULL, "        allow_encoded_slash: [true]", "[",
+             "`allow_encoded_slash` must be `true` or `false`, not a list");
+}
+
+static void test_error_l7_rules(void **state)
+{
+    (void)state;
+    check_at("", "        rules: []", "[", "`rules` must not be empty");
+    check_at("", "        rules: {}", "{", "`rules` must be a list, not a mapping");
+    check_error(EP_REST "        rules:\n", 8, 15, "`rules` must be a list, not nothing");
+    check_at("", "        rules: [GET]", "GET",
+             "a rule must be a mapping with `allow`, not a scalar");
+    check_at("", "        rules: [{}]", "{", "a rule needs `allow`");
+    check_at("", "        rules: [{deny: {method: GET, path: /}}]", "deny", "unknown field `deny`");
+    check_at("", "        rules: [{allow: {method: GET, path: /}, allow: {method: PUT, path: /}}]",
+             "allow: {method: PUT", "duplicate key `allow`");
+    check_at("", "        rules: [{allow: GET}]", "GET",
+             "`allow` must be a mapping with `method` and `path`, not a scalar");
+    check_at("", "        rules: [{allow: {path: /x}}]", "{path",
+             "rule needs a `method` (`*` for any)");
+    check_at("", "        rules: [{allow: {method: GET}}]", "{method",
+             "rule needs a `path` (`/**` for any)");
+    check_at("", "        rules: [{allow: {method: GET, path: /, body: x}}]", "body",
+             "unknown field `body`");
+    check_at("", "        rules: [{allow: {method: GET, method: PUT, path: /}}]", "method: PUT",
+             "duplicate key `method`");
+    /* Block style: the error is on the line of the offending key or value. */
+    check_at("        rules:\n          - allow:\n              method: GET\n",
+             "              path: relative/x", "relative",
+             "invalid path `relative/x`: must start with `/`");
+
+    /* deny_rules: {method, path, query} without the `allow:` wrapper; may be empty. */
+    check_at(FULL, "        deny_rules: [{allow: {method: GET, path: /}}]", "allow",
+             "unknown field `allow`");
+    check_at(FULL, "        deny_rules: [PUT]", "PUT",
+             "a deny rule must be a mapping with `method` and `path`, not a scalar");
+    check_at(FULL, "        deny_rules: {}", "{", "`deny_rules` must be a list, not a mapping");
+    check_at(FULL, "        deny_rules: [{path: /}]", "{", "rule needs a `method` (`*` for any)");
+    check_at(FULL "        deny_rules: []\n", "        deny_rules: []", NULL,
+             "duplicate key `deny_rules`");
+}
+
+static void test_error_l7_method(void **state)
+{
+    (void)state;
+    check_at("", "        rules: [{allow: {method: get, path: /}}]", "get",
+             "invalid method `get`: methods are case-sensitive, write it in upper case");
+    check_at("", "        rules: [{allow: {method: \"G T\", path: /}}]", "\"G T",
+             "invalid method `G T`: must be an HTTP method such as `GET`, or `*`");
+    check_at("", "        rules: [{allow: {method: \"G*\", path: /}}]", "\"G*",
+             "invalid method `G*`: must be an HTTP method such as `GET`, or `*`");
+    check_at("", "        rules: [{allow: {method: \"**\", path: /}}]", "\"**",
+             "invalid method `**`: must be an HTTP method such as `GET`, or `*`");
+    check_at("", "        rules: [{allow: {method: \"\", path: /}}]", "\"\"",
+             "invalid method ``: must be an HTTP method such as `GET`, or `*`");
+    check_at("", "        rules: [{allow: {method: [GET, PUT], path: /}}]", "[GET",
+             "`method` must be an HTTP method or `*`, not a list");
+    check_at("", "        rules: [{allow: {method: \"GE\\0T\", path: /}}]", "\"GE",
+             "`method` contains a NUL character");
+    /* 32 characters are fine, 33 are not. */
+    char line[256];
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: %s, path: /}}]",
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), EP_REST "%s\n", line);
+    policy_free(load_ok(yaml));
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: %s, path: /}}]",
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456");
+    check_at("", line, "ABC",
+             "invalid method `ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456`: longer than 32 characters");
+}
+
+static void test_error_l7_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path, *why;
+    } bad[] = {
+        {"repos/**", "must start with `/`"},
+        {"\"\"", "must start with `/`"},
+        {"\"*\"", "must start with `/`"},
+        {"\"/a?b=c\"", "must not contain `?` (match parameters with `query`)"},
+        {"\"/a/../b\"", "must not contain `.` or `..` segments"},
+        {"\"/a/./b\"", "must not contain `.` or `..` segments"},
+        {"\"/a/%2e%2E\"", "must not contain `.` or `..` segments"},
+        {"\"/..;x/b\"", "must not contain `.` or `..` segments"},
+        {"\"/a//b\"", "must not contain an empty segment (`//`)"},
+        {"\"//\"", "must not contain an empty segment (`//`)"},
+        {"\"/a**\"", "has `**` that is not a whole segment (`/a/**/b`)"},
+        {"\"/**a/b\"", "has `**` that is not a whole segment (`/a/**/b`)"},
+        {"\"/a/***\"", "has `**` that is not a whole segment (`/a/**/b`)"},
+        {"\"/a b\"", "must not contain spaces, control characters or `#` (percent-encode them)"},
+        {"\"/a#b\"", "must not contain spaces, control characters or `#` (percent-encode them)"},
+        {"\"/a\\tb\"", "must not contain spaces, control characters or `#` (percent-encode them)"},
+        {"\"/a%zz\"", "has a `%` that is not followed by two hex digits"},
+        {"\"/a%2\"", "has a `%` that is not followed by two hex digits"},
+        {"\"/a%00\"", "must not contain encoded control characters"},
+        {"\"/a%0A\"", "must not contain encoded control characters"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char line[256], msg[256], q[64];
+        snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: %s}}]",
+                 bad[i].path);
+        /* The message quotes the value as YAML read it. */
+        const char *v = bad[i].path;
+        size_t n = strlen(v);
+        if (v[0] == '"') {
+            v++;
+            n -= 2;
+        }
+        snprintf(q, sizeof(q), "%.*s", (int)n, v);
+        if (strcmp(q, "/a\\tb") == 0)
+            snprintf(q, sizeof(q), "/a?b");
+        snprintf(msg, sizeof(msg), "invalid path `%s`: %s", q, bad[i].why);
+        check_at("", line, bad[i].path, msg);
+    }
+    check_at("", "        rules: [{allow: {method: GET, path: [/a]}}]", "[/a",
+             "`path` must be a path glob such as `/repos/**`, not a list");
+
+    /* POLICY_MAX_GLOB_LEN characters load, one more does not. */
+    char glob[POLICY_MAX_GLOB_LEN + 2], line[POLICY_MAX_GLOB_LEN + 128];
+    memset(glob, 'a', sizeof(glob));
+    glob[0] = '/';
+    glob[POLICY_MAX_GLOB_LEN] = '\0';
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: %s}}]", glob);
+    char *yaml = malloc(sizeof(line) + 256);
+    assert_non_null(yaml);
+    sprintf(yaml, EP_REST "%s\n", line);
+    policy_free(load_ok(yaml));
+    free(yaml);
+    glob[POLICY_MAX_GLOB_LEN] = 'a';
+    glob[POLICY_MAX_GLOB_LEN + 1] = '\0';
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: %s}}]", glob);
+    check_at("", line, "/aaa",
+             "invalid path `/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...`: is "
+             "longer than 1024 characters");
+}
+
+static void test_error_l7_query(void **state)
+{
+    (void)state;
+#define RQ(q) "        rules: [{allow: {method: GET, path: /, query: " q "}}]"
+    check_at("", RQ("[a]"), "[a",
+             "`query` must be a mapping of parameter names to globs, not a list");
+    check_at("", RQ("{a: }"), "}",
+             "query parameter `a` must be a glob or `{any: [...]}`, not nothing");
+    check_at("", RQ("{a: [x]}"), "[x",
+             "query parameter `a` must be a glob or `{any: [...]}`, "
+             "not a list");
+    check_at("", RQ("{a: {any: []}}"), "[]", "`any` must not be empty");
+    check_at("", RQ("{a: {any: x}}"), "x}", "`any` must be a list of globs, not a scalar");
+    check_at("", RQ("{a: {any: [[x]]}}"), "[x", "`any` entries must be globs, not a list");
+    check_at("", RQ("{a: {any: [x, ~]}}"), "~", "`any` entries must be globs, not nothing");
+    check_at("", RQ("{a: {one: [x]}}"), "one", "unknown field `one`");
+    check_at("", RQ("{a: {any: [x], any: [y]}}"), "any: [y", "duplicate key `any`");
+    check_at("", RQ("{a: {}}"), "{}", "query parameter `a` needs `any: [...]`");
+    check_at("", RQ("{a: x, a: y}"), "a: y", "duplicate key `a`");
+    check_at("", RQ("{\"\": x}"), "\"\"", "query parameter names must not be empty");
+    check_at("", RQ("{a: \"x\\0\"}"), "\"x", "query glob for `a` contains a NUL character");
+    check_at("", RQ("{[a]: x}"), "[a", "expected a field name, not a list");
+#undef RQ
+
+    /* Limits: POLICY_MAX_QUERY_MATCH parameters, POLICY_MAX_QUERY_ANY globs, glob length. */
+    char line[8192];
+    int n = snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: /, query: {");
+    for (int i = 0; i < POLICY_MAX_QUERY_MATCH; i++)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "p%d: x, ", i);
+    int at = n;
+    snprintf(line + n, sizeof(line) - (size_t)n, "extra: x}}}]");
+    check_at("", line, "extra", "too many `query` parameters (at most 32)");
+    snprintf(line + at - 2, sizeof(line) - (size_t)at + 2, "}}}]");
+    char yaml[9000];
+    snprintf(yaml, sizeof(yaml), EP_REST "%s\n", line);
+    policy_free(load_ok(yaml));
+
+    n = snprintf(line, sizeof(line),
+                 "        rules: [{allow: {method: GET, path: /, query: {a: {any: [");
+    for (int i = 0; i < POLICY_MAX_QUERY_ANY; i++)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "v%d, ", i);
+    at = n;
+    snprintf(line + n, sizeof(line) - (size_t)n, "extra]}}}}]");
+    check_at("", line, "extra", "too many globs in `any` (at most 32)");
+    snprintf(line + at - 2, sizeof(line) - (size_t)at + 2, "]}}}}]");
+    snprintf(yaml, sizeof(yaml), EP_REST "%s\n", line);
+    policy_free(load_ok(yaml));
+
+    char glob[POLICY_MAX_GLOB_LEN + 2];
+    memset(glob, 'g', sizeof(glob));
+    glob[POLICY_MAX_GLOB_LEN + 1] = '\0';
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: /, query: {a: %s}}}]",
+             glob);
+    check_at("", line, "ggg", "query glob for `a` is longer than 1024 characters");
+    glob[POLICY_MAX_GLOB_LEN] = '\0';
+    snprintf(line, sizeof(line), "        rules: [{allow: {method: GET, path: /, query: {a: %s}}}]",
+             glob);
+    snprintf(yaml, sizeof(yaml), EP_REST "%s\n", line);
+    policy_free(load_ok(yaml));
+}
+
+static void test_error_l7_limits(void **state)
+{
+    (void)state;
+    /* POLICY_MAX_RULES rules and as many deny_rules load; one more of either does not. */
+    for (int deny = 0; deny <= 1; deny++) {
+        size_t cap = 64 * 1024, n;
+        char *yaml = malloc(cap);
+        assert_non_null(yaml);
+        n = (size_t)snprintf(yaml, cap, EP_REST "%s        %s:\n", deny ? FULL : "",
+                             deny ? "deny_rules" : "rules");
+        for (int i = 0; i < POLICY_MAX_RULES; i++)
+            n += (size_t)snprintf(yaml + n, cap - n,
+                                  deny ? "          - {method: GET, path: /r%d}\n"
+                                       : "          - {allow: {method: GET, path: /r%d}}\n",
+                                  i);
+        policy_free(load_ok(yaml));
+        snprintf(yaml + n, cap - n,
+                 deny ? "          - {method: GET, path: /x}\n"
+                      : "          - {allow: {method: GET, path: /x}}\n");
+        char msg[64];
+        snprintf(msg, sizeof(msg), "too many `%s` (at most 256)", deny ? "deny_rules" : "rules");
+        check_error(yaml, 9 + (unsigned)deny + POLICY_MAX_RULES, 13, msg);
+        free(yaml);
+    }
+}
+
+/* ---- loading and flow decisions: valid HTTP endpoints ---- */
+
+static const char l7_yaml[] =
+    "version: 1\n"
+    "network_policies:\n"
+    "  github_readonly:\n"
+    "    endpoints:\n"
+    "      - host: api.github.com\n"
+    "        port: 443\n"
+    "        protocol: rest\n"
+    "        enforcement: enforce\n"
+    "        access: read-only\n"
+    "      - host: uploads.github.com\n"
+    "        port: 443\n"
+    "        rules:\n"
+    "          - allow: {method: GET, path: \"/repos/**\"}\n"
+    "          - allow:\n"
+    "              method: \"*\"\n"
+    "              path: /search/*.json\n"
+    "              query:\n"
+    "                q: \"*\"\n"
+    "                per_page: {any: [\"10\", \"100\"]}\n"
+    "        deny_rules:\n"
+    "          - {method: PUT, path: \"/repos/*/*/branches/*/protection\"}\n"
+    "          - method: DELETE\n"
+    "            path: /**\n"
+    "            query: {force: \"true\"}\n"
+    "        allow_encoded_slash: true\n"
+    "        protocol: rest\n" /* after the fields it enables */
+    "      - host: plain.test\n"
+    "        port: 80\n"
+    "      - allowed_ips: [203.0.113.0/24]\n"
+    "        port: 8080\n"
+    "        protocol: rest\n"
+    "        access: full\n"
+    "        deny_rules: []\n"
+    "        allow_encoded_slash: false\n";
+
+static void count_endpoint(void *ctx, const char *policy_name, const struct policy_endpoint *ep)
+{
+    int *n = ctx;
+    assert_string_equal(policy_name, "github_readonly");
+    n[0]++;
+    n[1] += policy_endpoint_inspect(ep);
+    n[2] += policy_endpoint_allow_encoded_slash(ep);
+}
+
+static void test_l7_valid(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(l7_yaml);
+    struct stub s = {.yes = {{"api.github.com", "140.82.112.6"},
+                             {"uploads.github.com", "140.82.112.7"},
+                             {"plain.test", "1.1.1.1"}}};
+    struct policy_decision d;
+
+    /* The flow decision names the endpoint and says it is inspected. */
+    d = decide(p, false, "140.82.112.6", 443, NULL, &s);
+    assert_int_equal(d.verdict, POLICY_ALLOW);
+    assert_string_equal(d.policy_name, "github_readonly");
+    assert_string_equal(d.endpoint_host, "api.github.com");
+    assert_non_null(d.endpoint);
+    assert_true(d.inspect);
+    assert_true(policy_endpoint_inspect(d.endpoint));
+    assert_false(policy_endpoint_allow_encoded_slash(d.endpoint));
+    const struct policy_endpoint *api = d.endpoint;
+
+    d = decide(p, false, "140.82.112.7", 443, "uploads.github.com", &s);
+    assert_int_equal(d.verdict, POLICY_ALLOW);
+    assert_true(d.inspect);
+    assert_true(d.endpoint != api);
+    assert_true(policy_endpoint_allow_encoded_slash(d.endpoint));
+
+    d = decide(p, false, "1.1.1.1", 80, NULL, &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "github_readonly", "plain.test");
+
+    /* Address-only inspected endpoint: an endpoint without a host. */
+    d = decide(p, false, "203.0.113.5", 8080, NULL, &s);
+    assert_int_equal(d.verdict, POLICY_ALLOW);
+    assert_null(d.endpoint_host);
+    assert_non_null(d.endpoint);
+    assert_true(d.inspect);
+
+    int counts[3] = {0, 0, 0};
+    policy_foreach_endpoint(p, count_endpoint, counts);
+    assert_int_equal(counts[0], 4);
+    assert_int_equal(counts[1], 3);
+    assert_int_equal(counts[2], 1);
+    policy_foreach_endpoint(NULL, count_endpoint, counts);
+    assert_int_equal(counts[0], 4);
+    policy_free(p);
+
+    /* Inspection does not change the L4 outcome of a private near miss or audit. */
+    const char *yaml = "version: 1\nnetwork_policies:\n"
+                       "  lab: {endpoints: [{host: lab.internal, port: 80, protocol: rest,\n"
+                       "                     access: full, enforcement: audit}]}\n"
+                       "  db: {endpoints: [{host: db.internal, port: 80, protocol: rest,\n"
+                       "                    rules: [{allow: {method: GET, path: /}}]}]}\n";
+    p = load_ok(yaml);
+    struct stub s2 = {.yes = {{"lab.internal", "192.168.1.5"}, {"db.internal", "10.0.0.5"}}};
+    d = decide(p, false, "192.168.1.5", 80, NULL, &s2);
+    assert_int_equal(d.verdict, POLICY_AUDIT);
+    assert_int_equal(d.reason, POLICY_REASON_PRIVATE_ADDRESS);
+    assert_true(d.inspect);
+    d = decide(p, false, "10.0.0.5", 80, NULL, &s2);
+    assert_int_equal(d.verdict, POLICY_DENY);
+    assert_string_equal(d.policy_name, "db");
+    assert_true(d.inspect);
+    d = decide(p, true, "10.0.0.5", 80, NULL, &s2);
+    assert_int_equal(d.verdict, POLICY_AUDIT);
+    assert_true(d.inspect);
+    d = decide(p, true, "10.0.0.6", 80, NULL, &s2);
+    assert_int_equal(d.verdict, POLICY_AUDIT);
+    assert_null(d.endpoint);
+    assert_false(d.inspect);
+    policy_free(p);
 }
 
 /* ---- policy_load_file ---- */
@@ -986,6 +1411,7 @@ static void test_reason_names(void **state)
     assert_string_equal(policy_reason_name(POLICY_REASON_ALWAYS_BLOCKED_ADDRESS),
                         "always_blocked_address");
     assert_string_equal(policy_reason_name(POLICY_REASON_PRIVATE_ADDRESS), "private_address");
+    assert_string_equal(policy_reason_name(POLICY_REASON_L7_RULE), "l7_rule");
     assert_null(policy_reason_name(POLICY_REASON_MAX));
 }
 
@@ -1006,6 +1432,13 @@ int main(void)
         cmocka_unit_test(test_error_yaml),
         cmocka_unit_test(test_error_alias_anchor_tag),
         cmocka_unit_test(test_error_limits),
+        cmocka_unit_test(test_error_l7_fields),
+        cmocka_unit_test(test_error_l7_rules),
+        cmocka_unit_test(test_error_l7_method),
+        cmocka_unit_test(test_error_l7_path),
+        cmocka_unit_test(test_error_l7_query),
+        cmocka_unit_test(test_error_l7_limits),
+        cmocka_unit_test(test_l7_valid),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_error_format),
         cmocka_unit_test(test_decide_exact_host),
