@@ -34,11 +34,21 @@ extern bool daemon_stopping; /* SIGTERM seen: new flows are denied */
 
 /* ---- registry ---- */
 
+/* A loaded policy with the flows that still use it (inspected flows keep
+ * pointers into it across a SIGHUP reload). */
+struct policy_ref {
+    struct policy *policy;
+    unsigned refs;
+};
+struct policy_ref *policy_ref_get(struct policy_ref *r);
+void policy_ref_put(struct policy_ref *r);
+
 struct sandbox {
     struct sandbox_record rec;
-    struct policy *policy;  /* NULL: the policy failed to load; deny everything */
-    int netns_fd;           /* -1 when the namespace could not be opened */
-    uint64_t conf_mtime_ns; /* of sandbox.conf, to notice a re-created sandbox */
+    struct policy *policy;         /* NULL: the policy failed to load; deny everything */
+    struct policy_ref *policy_ref; /* owns policy */
+    int netns_fd;                  /* -1 when the namespace could not be opened */
+    uint64_t conf_mtime_ns;        /* of sandbox.conf, to notice a re-created sandbox */
     /* Process lookup in netns_fd's namespace; NULL: none (or --no-ident). */
     struct ident_ctx *ident;
     size_t n_flows;   /* relaying or pending, against max_flows_per_sandbox */

@@ -19,6 +19,7 @@
 
 #include "daemon.h"
 #include "events.h"
+#include "http_flow.h"
 #include "ident.h"
 
 #ifndef SO_ORIGINAL_DST
@@ -60,6 +61,11 @@ struct flow {
     uv_work_t ident_req;
     pid_t pid;
     char exe[PATH_MAX];
+    /* an inspected endpoint (protocol: rest): started once identified */
+    bool inspect;
+    const struct policy_endpoint *ep;
+    struct policy_ref *pol;
+    char endpoint_host[POLICY_MAX_HOST_LEN + 1];
 };
 
 struct listener {
@@ -79,7 +85,7 @@ static void flow_decide(struct flow *f);
 
 size_t flow_count(void)
 {
-    return n_pending + n_relaying;
+    return n_pending + n_relaying + http_flow_count();
 }
 
 static void flow_free(struct flow *f)
@@ -89,6 +95,7 @@ static void flow_free(struct flow *f)
     if (f->sb && (f->flags & FLOW_F_COUNTED) && !(f->flags & FLOW_F_RELAYING))
         f->sb->n_flows--;
     f->sb->n_pending--;
+    policy_ref_put(f->pol);
     sandbox_unref(f->sb);
     n_pending--;
     free(f);
@@ -115,10 +122,40 @@ static void flow_emit(struct flow *f)
 }
 
 /* Both halves done: write the event; a denied flow is reset now. */
+/* Hand an identified, allowed flow to the HTTP inspector. */
+static void flow_start_inspection(struct flow *f)
+{
+    struct http_flow *h;
+    struct http_flow_params p = {
+        .client_fd = f->fd,
+        .sb = f->sb,
+        .pol = f->pol,
+        .ep = f->ep,
+        .policy_name = f->policy_name,
+        .endpoint_host = f->endpoint_host[0] ? f->endpoint_host : NULL,
+        .dst = f->dst,
+        .dport = f->dport,
+        .audit = f->sb->rec.audit,
+    };
+    int err = http_flow_start(&p, &h);
+    if (err < 0) {
+        log_debug("sandbox %s: cannot start an inspected flow: %s", f->sb->rec.name,
+                  strerror(-err));
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "proxy_error";
+        return;
+    }
+    http_flow_set_process(h, f->pid, f->exe);
+    /* The HTTP flow owns the fd and the flow count now. */
+    f->flags |= FLOW_F_RELAYING;
+}
+
 static void flow_maybe_finish(struct flow *f)
 {
     if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE))
         return;
+    if (f->inspect && f->action != EVENT_ACTION_DENIED)
+        flow_start_inspection(f);
     flow_emit(f);
     flow_free(f);
 }
@@ -142,7 +179,7 @@ static void flow_set_verdict(struct flow *f, enum event_action action, const cha
         f->policy_name = f->policy_name_buf;
     }
     f->flags |= FLOW_F_DECIDED;
-    if (action == EVENT_ACTION_DENIED) {
+    if (action == EVENT_ACTION_DENIED || f->inspect) {
         flow_maybe_finish(f);
         return;
     }
@@ -208,10 +245,13 @@ static void flow_decide(struct flow *f)
         return;
     }
     if (d.inspect && (d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT)) {
-        /* `protocol: rest` asks for per-request decisions this daemon cannot
-         * make on this path: never let such a flow through uninspected. */
-        flow_set_verdict(f, EVENT_ACTION_DENIED, "inspection_unavailable", d.policy_name);
-        return;
+        /* `protocol: rest`: every request is decided by the inspector; keep
+         * the endpoint (and the policy it lives in) for it. */
+        f->inspect = true;
+        f->ep = d.endpoint;
+        f->pol = policy_ref_get(f->sb->policy_ref);
+        str_copy(f->endpoint_host, d.endpoint_host ? d.endpoint_host : "",
+                 sizeof(f->endpoint_host));
     }
     switch (d.verdict) {
     case POLICY_ALLOW:

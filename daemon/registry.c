@@ -34,9 +34,46 @@ struct sandbox *sandbox_ref(struct sandbox *sb)
     return sb;
 }
 
+struct policy_ref *policy_ref_get(struct policy_ref *r)
+{
+    if (r)
+        r->refs++;
+    return r;
+}
+
+void policy_ref_put(struct policy_ref *r)
+{
+    if (r && --r->refs == 0) {
+        policy_free(r->policy);
+        free(r);
+    }
+}
+
+/* Install np (may be NULL) as the sandbox's policy.  Flows that inspect
+ * requests hold a reference to the old one, so it lives until they end. */
+static void sandbox_set_policy(struct sandbox *sb, struct policy *np)
+{
+    struct policy_ref *r = NULL;
+    if (np) {
+        r = calloc(1, sizeof(*r));
+        if (!r) {
+            /* Keep the old policy rather than none: this only happens when
+             * the daemon is out of memory, and it says so. */
+            log_error("sandbox %s: out of memory installing a policy", sb->rec.name);
+            policy_free(np);
+            return;
+        }
+        r->policy = np;
+        r->refs = 1;
+    }
+    policy_ref_put(sb->policy_ref);
+    sb->policy_ref = r;
+    sb->policy = np;
+}
+
 static void sandbox_free(struct sandbox *sb)
 {
-    policy_free(sb->policy);
+    sandbox_set_policy(sb, NULL);
     sb->ident = ident_ctx_free(sb->ident);
     if (sb->netns_fd >= 0)
         close(sb->netns_fd);
@@ -193,7 +230,10 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
         free(sb);
         return NULL;
     }
-    if (load_policy_copy(name, &sb->policy, err, sizeof(err)) < 0) {
+    struct policy *np = NULL;
+    int prc = load_policy_copy(name, &np, err, sizeof(err));
+    sandbox_set_policy(sb, np);
+    if (prc < 0) {
         /* Fail closed: the sandbox is known, and everything it does is denied. */
         log_error("sandbox %s: policy not loaded, denying everything: %s", name, err);
         write_ack(name, "policy-error");
@@ -240,8 +280,11 @@ static void rescan_one(void *ctx, const char *name)
             if (!sb->policy) {
                 /* It failed to load (perhaps for want of memory or fds): retry. */
                 char err[512];
-                if (load_policy_copy(name, &sb->policy, err, sizeof(err)) == 0)
+                struct policy *np = NULL;
+                if (load_policy_copy(name, &np, err, sizeof(err)) == 0) {
+                    sandbox_set_policy(sb, np);
                     log_info("sandbox %s: policy loaded on retry", name);
+                }
             }
             return;
         }
@@ -310,8 +353,7 @@ void registry_reload_policies(void)
                       err);
             continue;
         }
-        policy_free(sb->policy);
-        sb->policy = np;
+        sandbox_set_policy(sb, np);
         log_info("sandbox %s: policy reloaded from %s", sb->rec.name, from);
     }
 }

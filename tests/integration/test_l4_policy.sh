@@ -77,7 +77,7 @@ check "--audit lets a would-be denial pass" [ "$out" = "ok GET /audit port 9999"
 "$PORTCULLIS" run --audit --name l4-k --policy "$POL" -- "${CURL[@]}" "http://$UP_LL:8080/" >/dev/null 2>&1
 check "--audit still blocks always-blocked addresses" [ $? -ne 0 ]
 
-# --- an inspected endpoint without an inspector on this path: fail closed ---
+# --- an inspected endpoint: requests are decided one by one ---
 POL7="$T_DIR/policy-l7.yaml"
 write_policy "$POL7" <<'YAML'
 version: 1
@@ -90,10 +90,12 @@ network_policies:
         protocol: rest
         access: read-only
 YAML
-before=$(server_requests web4 "GET /l7")
-"$PORTCULLIS" run --name l4-l7 --policy "$POL7" -- "${CURL[@]}" "http://$UP4:8080/l7" >/dev/null 2>&1
-check "protocol: rest is never relayed uninspected" [ $? -ne 0 ]
-check "  nothing reached the upstream" [ "$(server_requests web4 "GET /l7")" = "$before" ]
+out=$("$PORTCULLIS" run --name l4-l7 --policy "$POL7" -- "${CURL[@]}" "http://$UP4:8080/l7")
+check "protocol: rest: a GET to the literal address passes inspection" [ "$out" = "ok GET /l7 port 8080" ]
+before=$(server_requests web4 "POST")
+"$PORTCULLIS" run --name l4-l7b --policy "$POL7" -- "${CURL[@]}" -f -X POST -d a=b "http://$UP4:8080/l7" >/dev/null 2>&1
+check "  and a POST does not" [ $? -ne 0 ]
+check "  nothing of it reached the upstream" [ "$(server_requests web4 "POST")" = "$before" ]
 
 # --- journal ---
 e=$(journal_find PORTCULLIS_SANDBOX=l4-a PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=allowed \
@@ -118,8 +120,8 @@ check "journal: IPv6 denial" journal_find PORTCULLIS_SANDBOX=l4-i PORTCULLIS_ACT
     PORTCULLIS_DST_IP=$UP6 PORTCULLIS_DST_PORT=9999
 check "journal: audit entry" journal_find PORTCULLIS_SANDBOX=l4-j PORTCULLIS_ACTION=audit \
     PORTCULLIS_REASON=no_matching_policy PORTCULLIS_DST_PORT=9999
-check "journal: uninspectable rest endpoint denied" journal_find PORTCULLIS_SANDBOX=l4-l7 \
-    PORTCULLIS_ACTION=denied PORTCULLIS_REASON=inspection_unavailable PORTCULLIS_POLICY=rest_api
+check "journal: the inspected GET" journal_find PORTCULLIS_SANDBOX=l4-l7 \
+    PORTCULLIS_EVENT=HTTP:GET PORTCULLIS_ACTION=allowed PORTCULLIS_POLICY=rest_api
 check "journal: audit mode keeps always-blocked denied" journal_find PORTCULLIS_SANDBOX=l4-k \
     PORTCULLIS_ACTION=denied PORTCULLIS_REASON=always_blocked_address
 

@@ -1,0 +1,648 @@
+/*
+ * Inspected flows (`protocol: rest`): every request on the connection is
+ * parsed by the HTTP inspector and decided against the endpoint's rules
+ * before any of its bytes reach the upstream; responses are followed so the
+ * next request starts at the right byte.  A denied request gets a 403 (after
+ * the responses to earlier requests), a malformed one a 400, and the
+ * connection closes.  After a solicited 101 both directions carry raw bytes.
+ *
+ * Each direction keeps two bounded buffers: `in`, bytes read from its source
+ * that the inspector has not cleared yet, and `out`, cleared bytes not yet
+ * written.  A source is read only while its `out` is empty, so a slow reader
+ * stops its writer (bounded memory per connection).
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "events.h"
+#include "http_flow.h"
+#include "inspect.h"
+
+#define HF_BUF_SIZE (HTTP_DEFAULT_MAX_HEAD_BYTES + 48 * 1024)
+#define HF_DENY_DRAIN_MS 10000
+/* Closing with unread input would reset the connection and could destroy
+ * the 403 before the client reads it: drain for a moment first. */
+#define HF_LINGER_MS 2000
+
+enum { HF_CLIENT = 0, HF_UPSTREAM = 1 };
+
+enum hf_state {
+    HF_CONNECTING = 0,
+    HF_RUNNING,
+    HF_REJECTING, /* a request was refused: deliver earlier responses, then the 403/400 */
+    HF_LINGERING, /* the refusal is out: read and drop what the client still sends */
+    HF_CLOSING,
+    HF_STATE_MAX,
+};
+
+struct hf_dir {
+    uint8_t *in;
+    size_t in_len;
+    uint8_t *out;
+    size_t out_len, out_off;
+    bool eof;       /* the source sent FIN */
+    bool shut;      /* FIN passed on to the destination */
+    bool stalled;   /* the inspector needs more bytes than `in` holds now */
+    bool eof_given; /* the inspector was told about the EOF */
+};
+
+struct http_flow {
+    int fd[2];
+    uv_poll_t poll[2];
+    int poll_events[2];
+    uv_timer_t timer;
+    unsigned open_handles;
+    enum hf_state state;
+    bool raw;             /* after a 101: no more inspection */
+    bool request_blocked; /* the inspector waits for a response first */
+    struct hf_dir dir[2]; /* [0] client -> upstream, [1] upstream -> client */
+    struct http_inspector *insp;
+    char *reject; /* the 403/400 to send once earlier responses are out */
+    size_t reject_len;
+    uint64_t last_activity_ms, deadline_ms;
+
+    struct sandbox *sb;
+    struct policy_ref *pol;
+    const struct policy_endpoint *ep;
+    char policy_name[POLICY_MAX_NAME_LEN + 1];
+    char endpoint_host[POLICY_MAX_HOST_LEN + 1];
+    bool audit;
+    struct net_addr dst;
+    uint16_t dport;
+    pid_t pid;
+    char exe[256];
+    /* for the 403 of a denied request */
+    char deny_rule[64];
+    char deny_detail[160];
+};
+
+static size_t n_http_flows;
+
+static void hf_settle(struct http_flow *h);
+static void on_poll(uv_poll_t *p, int status, int events);
+
+static void hf_event(struct http_flow *h, const char *type, enum event_action action,
+                     const char *reason, enum event_severity sev, const char *method,
+                     const char *path, const char *host, const char *detail)
+{
+    struct event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.sandbox = h->sb->rec.name;
+    ev.type = type;
+    ev.action = action;
+    ev.reason = reason;
+    ev.policy = h->policy_name[0] ? h->policy_name : NULL;
+    ev.proto = "tcp";
+    ev.dst_host = host;
+    ev.dst_ip = h->dst;
+    ev.dst_port = h->dport;
+    ev.http_method = method;
+    ev.http_path = path;
+    ev.pid = h->pid;
+    ev.exe = h->exe[0] ? h->exe : NULL;
+    ev.severity = sev;
+    ev.detail = detail;
+    events_emit(&ev);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    struct http_flow *h = handle->data;
+    if (--h->open_handles > 0)
+        return;
+    for (int s = 0; s < 2; s++) {
+        free(h->dir[s].in);
+        free(h->dir[s].out);
+    }
+    free(h->reject);
+    http_inspector_free(h->insp);
+    policy_ref_put(h->pol);
+    n_http_flows--;
+    h->sb->n_flows--;
+    sandbox_unref(h->sb);
+    free(h);
+}
+
+/* End the flow.  reset: the peers see a TCP reset instead of a FIN. */
+static void hf_close(struct http_flow *h, bool reset)
+{
+    if (h->state == HF_CLOSING)
+        return;
+    h->state = HF_CLOSING;
+    for (int s = 0; s < 2; s++) {
+        if (h->fd[s] < 0)
+            continue;
+        uv_poll_stop(&h->poll[s]);
+        if (reset)
+            relay_reset_fd(h->fd[s]);
+        else
+            close(h->fd[s]);
+        h->fd[s] = -1;
+        uv_close((uv_handle_t *)&h->poll[s], on_handle_closed);
+    }
+    uv_timer_stop(&h->timer);
+    uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+}
+
+/* Write what direction d has cleared to its destination. */
+static int hf_flush(struct http_flow *h, int d)
+{
+    struct hf_dir *dir = &h->dir[d];
+    int dst = h->fd[!d];
+    while (dir->out_off < dir->out_len) {
+        ssize_t n = send(dst, dir->out + dir->out_off, dir->out_len - dir->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        dir->out_off += (size_t)n;
+        h->last_activity_ms = uv_now(daemon_loop);
+    }
+    dir->out_off = dir->out_len = 0;
+    return 0;
+}
+
+/* Move the first n bytes of `in` to `out` (out is empty whenever this runs). */
+static void hf_clear(struct hf_dir *dir, size_t n)
+{
+    if (!n)
+        return;
+    memcpy(dir->out + dir->out_len, dir->in, n);
+    dir->out_len += n;
+    memmove(dir->in, dir->in + n, dir->in_len - n);
+    dir->in_len -= n;
+}
+
+static void hf_reject(struct http_flow *h, bool bad_request, const char *reason)
+{
+    char buf[2048];
+    int n = bad_request ? http_format_400(reason, buf, sizeof(buf))
+                        : http_format_403(h->policy_name[0] ? h->policy_name : NULL, h->deny_rule,
+                                          h->deny_detail, buf, sizeof(buf));
+    h->state = HF_REJECTING;
+    h->deadline_ms = uv_now(daemon_loop) + HF_DENY_DRAIN_MS;
+    if (n > 0 && (h->reject = malloc((size_t)n))) {
+        memcpy(h->reject, buf, (size_t)n);
+        h->reject_len = (size_t)n;
+    }
+    if (bad_request)
+        hf_event(h, "HTTP:REQUEST", EVENT_ACTION_DENIED, "bad_request", EVENT_SEVERITY_MEDIUM, NULL,
+                 NULL, NULL, reason);
+}
+
+/* Feed direction d's pending bytes (or its EOF) to the inspector and act on
+ * the outcome.  Returns true when something changed. */
+static bool hf_inspect(struct http_flow *h, int d)
+{
+    struct hf_dir *dir = &h->dir[d];
+    struct http_step st;
+    int rc;
+
+    if (dir->out_len || !(h->state == HF_RUNNING || (h->state == HF_REJECTING && d == HF_UPSTREAM)))
+        return false;
+    if (h->raw) {
+        if (!dir->in_len)
+            return false;
+        hf_clear(dir, dir->in_len);
+        return true;
+    }
+    if (d == HF_CLIENT && h->request_blocked)
+        return false;
+    if (dir->in_len && !dir->stalled) {
+        rc = d == HF_CLIENT ? http_inspect_request_bytes(h->insp, dir->in, dir->in_len, &st)
+                            : http_inspect_response_bytes(h->insp, dir->in, dir->in_len, &st);
+    } else if (dir->eof && !dir->eof_given && (!dir->in_len || dir->stalled)) {
+        dir->eof_given = true;
+        rc = d == HF_CLIENT ? http_inspect_request_eof(h->insp, &st)
+                            : http_inspect_response_eof(h->insp, &st);
+        if (rc == 0 && dir->in_len) {
+            /* A message cut off by EOF: none of it goes on. */
+            hf_close(h, true);
+            return true;
+        }
+    } else {
+        return false;
+    }
+    if (rc < 0) {
+        log_warn("sandbox %s: inspector error: %s", h->sb->rec.name, strerror(-rc));
+        hf_close(h, true);
+        return true;
+    }
+    hf_clear(dir, st.forward);
+    /* Nothing cleared and nothing decided: wait for more bytes. */
+    dir->stalled = st.outcome == HTTP_OUTCOME_NEED_MORE && st.forward == 0;
+    if (d == HF_CLIENT)
+        h->request_blocked = st.blocked;
+    if (d == HF_UPSTREAM && st.wake_request) {
+        h->request_blocked = false;
+        h->dir[HF_CLIENT].stalled = false;
+    }
+    switch (st.outcome) {
+    case HTTP_OUTCOME_NEED_MORE:
+    case HTTP_OUTCOME_CLOSED:
+        break;
+    case HTTP_OUTCOME_DENY:
+        hf_reject(h, false, NULL);
+        break;
+    case HTTP_OUTCOME_BAD_REQUEST:
+        hf_reject(h, true, st.reason);
+        if (st.upstream_dirty) {
+            /* Part of a refused body already went upstream: cut it off. */
+            hf_close(h, true);
+        }
+        break;
+    case HTTP_OUTCOME_UPGRADED:
+        /* The 101 head is cleared; what follows it and whatever the client
+         * sent meanwhile are raw bytes now. */
+        h->raw = true;
+        hf_clear(dir, dir->in_len);
+        hf_clear(&h->dir[HF_CLIENT], h->dir[HF_CLIENT].in_len);
+        h->dir[HF_CLIENT].stalled = h->dir[HF_UPSTREAM].stalled = false;
+        hf_event(h, "HTTP:UPGRADE", EVENT_ACTION_ALLOWED, "allow_upgrade", EVENT_SEVERITY_INFO,
+                 NULL, NULL, NULL, "switched to raw relay after 101");
+        break;
+    case HTTP_OUTCOME_UNSOLICITED_UPGRADE:
+        hf_event(h, "FINDING:UNSOLICITED_UPGRADE", EVENT_ACTION_DENIED, "unsolicited_upgrade",
+                 EVENT_SEVERITY_HIGH, NULL, NULL, NULL, st.reason);
+        hf_close(h, true);
+        break;
+    case HTTP_OUTCOME_BAD_RESPONSE:
+    default:
+        hf_event(h, "HTTP:RESPONSE", EVENT_ACTION_DENIED, "bad_response", EVENT_SEVERITY_MEDIUM,
+                 NULL, NULL, NULL, st.reason);
+        hf_close(h, true);
+        break;
+    }
+    return true;
+}
+
+/* Read what side s has, into direction s's `in`. */
+static int hf_read(struct http_flow *h, int s)
+{
+    struct hf_dir *dir = &h->dir[s];
+    while (dir->in_len < HF_BUF_SIZE) {
+        ssize_t n = recv(h->fd[s], dir->in + dir->in_len, HF_BUF_SIZE - dir->in_len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        if (n == 0) {
+            dir->eof = true;
+            return 0;
+        }
+        dir->in_len += (size_t)n;
+        dir->stalled = false;
+        h->last_activity_ms = uv_now(daemon_loop);
+        /* One read at a time: the inspector looks at it before more arrive. */
+        return 0;
+    }
+    return 0;
+}
+
+static void hf_update_polls(struct http_flow *h)
+{
+    for (int s = 0; s < 2; s++) {
+        if (h->fd[s] < 0)
+            continue;
+        struct hf_dir *from = &h->dir[s], *to = &h->dir[!s];
+        int ev = 0;
+        bool may_read = !from->eof && from->out_len == 0 && from->in_len < HF_BUF_SIZE &&
+                        (h->state == HF_RUNNING || (h->state == HF_REJECTING && s == HF_UPSTREAM));
+        if (s == HF_CLIENT && h->request_blocked && !h->raw)
+            may_read = false;
+        if (may_read)
+            ev |= UV_READABLE;
+        if (to->out_off < to->out_len)
+            ev |= UV_WRITABLE;
+        if (ev != h->poll_events[s]) {
+            h->poll_events[s] = ev;
+            if (ev)
+                uv_poll_start(&h->poll[s], ev, on_poll);
+            else
+                uv_poll_stop(&h->poll[s]);
+        }
+    }
+}
+
+/* The refusal is written: FIN to the client, the upstream closed, and the
+ * client's remaining input read and dropped until its EOF or a deadline. */
+static void hf_linger(struct http_flow *h)
+{
+    h->state = HF_LINGERING;
+    h->deadline_ms = uv_now(daemon_loop) + HF_LINGER_MS;
+    shutdown(h->fd[HF_CLIENT], SHUT_WR);
+    if (h->fd[HF_UPSTREAM] >= 0) {
+        uv_poll_stop(&h->poll[HF_UPSTREAM]);
+        close(h->fd[HF_UPSTREAM]);
+        h->fd[HF_UPSTREAM] = -1;
+        uv_close((uv_handle_t *)&h->poll[HF_UPSTREAM], on_handle_closed);
+    }
+    h->poll_events[HF_CLIENT] = UV_READABLE;
+    uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
+}
+
+/* Bring the flow forward as far as it goes without waiting. */
+static void hf_settle(struct http_flow *h)
+{
+    bool progress = true;
+    for (int round = 0; progress && round < 64 && h->state != HF_CLOSING; round++) {
+        progress = false;
+        for (int d = 0; d < 2 && h->state != HF_CLOSING; d++) {
+            int rc = hf_flush(h, d);
+            if (rc < 0) {
+                hf_close(h, true);
+                return;
+            }
+            if (!h->dir[d].out_len)
+                progress |= hf_inspect(h, d);
+        }
+    }
+    if (h->state == HF_CLOSING)
+        return;
+    if (h->state == HF_REJECTING) {
+        struct hf_dir *resp = &h->dir[HF_UPSTREAM];
+        if (h->reject && !resp->out_len &&
+            (http_inspector_idle(h->insp) || resp->eof || h->reject_len > HF_BUF_SIZE)) {
+            /* Earlier responses are out: now the refusal. */
+            if (h->reject_len <= HF_BUF_SIZE) {
+                memcpy(resp->out, h->reject, h->reject_len);
+                resp->out_len = h->reject_len;
+            }
+            free(h->reject);
+            h->reject = NULL;
+            if (hf_flush(h, HF_UPSTREAM) < 0) {
+                hf_close(h, true);
+                return;
+            }
+        }
+        if (!h->reject && !resp->out_len) {
+            hf_linger(h);
+            return;
+        }
+        hf_update_polls(h);
+        return;
+    }
+    /* Half-close: a source's FIN goes on once everything before it did. */
+    for (int d = 0; d < 2 && h->state != HF_CLOSING; d++) {
+        struct hf_dir *dir = &h->dir[d];
+        bool drained = !dir->in_len && !dir->out_len;
+        if (dir->eof && drained && !dir->shut && (h->raw || dir->eof_given)) {
+            shutdown(h->fd[!d], SHUT_WR);
+            dir->shut = true;
+        }
+    }
+    if (h->dir[0].shut && h->dir[1].shut) {
+        hf_close(h, false);
+        return;
+    }
+    hf_update_polls(h);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    struct http_flow *h = p->data;
+    int s = p == &h->poll[HF_CLIENT] ? HF_CLIENT : HF_UPSTREAM;
+    if (h->state == HF_CLOSING)
+        return;
+    if (h->state == HF_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (status < 0 || getsockopt(h->fd[HF_UPSTREAM], SOL_SOCKET, SO_ERROR, &err, &len) < 0 ||
+            err) {
+            log_debug("sandbox %s: upstream connect failed: %s", h->sb->rec.name,
+                      strerror(err ? err : EIO));
+            hf_close(h, true);
+            return;
+        }
+        h->state = HF_RUNNING;
+        h->poll_events[HF_UPSTREAM] = 0;
+        uv_poll_stop(&h->poll[HF_UPSTREAM]);
+        uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
+        h->poll_events[HF_CLIENT] = UV_READABLE;
+        hf_settle(h);
+        return;
+    }
+    if (h->state == HF_LINGERING) {
+        uint8_t scratch[16384];
+        ssize_t n;
+        while ((n = recv(h->fd[HF_CLIENT], scratch, sizeof(scratch), 0)) > 0) {
+        }
+        if (status < 0 || n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            hf_close(h, false);
+        return;
+    }
+    if (status < 0) {
+        hf_close(h, true);
+        return;
+    }
+    if (events & UV_READABLE) {
+        int rc = hf_read(h, s);
+        if (rc < 0) {
+            /* A reset on one side becomes a reset on the other. */
+            hf_close(h, true);
+            return;
+        }
+    }
+    hf_settle(h);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct http_flow *h = t->data;
+    uint64_t now = uv_now(daemon_loop);
+    uint32_t idle = daemon_cfg.idle_timeout_ms ? daemon_cfg.idle_timeout_ms : 3600000;
+    if (h->state == HF_LINGERING && now >= h->deadline_ms) {
+        hf_close(h, false);
+        return;
+    }
+    if (h->state == HF_CONNECTING || (h->state == HF_REJECTING && now >= h->deadline_ms) ||
+        now - h->last_activity_ms >= idle) {
+        hf_close(h, true);
+        return;
+    }
+    uv_timer_start(&h->timer, on_timer, 1000, 0);
+}
+
+/* The host part of a Host header value, without port or brackets. */
+static void host_only(const char *v, size_t len, char *buf, size_t buflen)
+{
+    size_t n = 0;
+    if (len && v[0] == '[') {
+        const char *end = memchr(v, ']', len);
+        size_t l = end ? (size_t)(end - v - 1) : 0;
+        n = l < buflen - 1 ? l : buflen - 1;
+        memcpy(buf, v + 1, n);
+    } else {
+        const char *colon = memchr(v, ':', len);
+        size_t l = colon ? (size_t)(colon - v) : len;
+        n = l < buflen - 1 ? l : buflen - 1;
+        memcpy(buf, v, n);
+    }
+    buf[n] = '\0';
+}
+
+/* Does the Host header agree with where the flow goes?  The endpoint's own
+ * host name, or the literal destination address. */
+static bool host_matches(struct http_flow *h, const char *host)
+{
+    struct net_addr a;
+    if (net_addr_parse(host, &a) == 0)
+        return net_addr_equal(&a, &h->dst);
+    if (!h->endpoint_host[0])
+        return true; /* an address-only endpoint names no host to contradict */
+    size_t hl = strlen(host);
+    if (hl && host[hl - 1] == '.')
+        hl--;
+    return strlen(h->endpoint_host) == hl && strncasecmp(h->endpoint_host, host, hl) == 0;
+}
+
+static enum http_verdict hf_decide(void *ctx, const struct http_request_head *head)
+{
+    struct http_flow *h = ctx;
+    struct policy_http_decision hd;
+    char type[48], host[POLICY_MAX_HOST_LEN + 1] = "";
+    snprintf(type, sizeof(type), "HTTP:%s", head->method);
+    if (head->host)
+        host_only(head->host, head->host_len, host, sizeof(host));
+
+    if (head->host && !host_matches(h, host)) {
+        str_copy(h->deny_rule, "host_mismatch", sizeof(h->deny_rule));
+        snprintf(h->deny_detail, sizeof(h->deny_detail), "Host does not match %.80s",
+                 h->endpoint_host[0] ? h->endpoint_host : "the destination");
+        hf_event(h, "FINDING:HOST_MISMATCH", EVENT_ACTION_DENIED, "host_mismatch",
+                 EVENT_SEVERITY_HIGH, head->method, NULL, host, h->deny_detail);
+        return HTTP_VERDICT_DENY;
+    }
+    struct policy_http_target *t = malloc(sizeof(*t));
+    if (!t) {
+        str_copy(h->deny_rule, "internal_error", sizeof(h->deny_rule));
+        return HTTP_VERDICT_DENY;
+    }
+    enum policy_http_error perr = policy_http_target_parse(
+        head->target, head->target_len, policy_endpoint_allow_encoded_slash(h->ep), t);
+    if (perr != POLICY_HTTP_OK) {
+        str_copy(h->deny_rule, "malformed_target", sizeof(h->deny_rule));
+        str_copy(h->deny_detail, policy_http_error_name(perr), sizeof(h->deny_detail));
+        hf_event(h, type, EVENT_ACTION_DENIED, "l7_rule", EVENT_SEVERITY_MEDIUM, head->method, NULL,
+                 host[0] ? host : NULL, h->deny_detail);
+        free(t);
+        return HTTP_VERDICT_DENY;
+    }
+    policy_decide_http(h->ep, h->audit, head->method, t, &hd);
+    char detail[96];
+    snprintf(detail, sizeof(detail), "rule:%s", hd.rule);
+    enum event_action action = hd.verdict == POLICY_ALLOW   ? EVENT_ACTION_ALLOWED
+                               : hd.verdict == POLICY_AUDIT ? EVENT_ACTION_AUDIT
+                                                            : EVENT_ACTION_DENIED;
+    const char *reason = action == EVENT_ACTION_ALLOWED
+                             ? (head->upgrade ? "allow_upgrade" : NULL)
+                             : policy_reason_name(hd.reason ? hd.reason : POLICY_REASON_L7_RULE);
+    hf_event(h, type, action, reason,
+             action == EVENT_ACTION_DENIED  ? EVENT_SEVERITY_MEDIUM
+             : action == EVENT_ACTION_AUDIT ? EVENT_SEVERITY_LOW
+                                            : EVENT_SEVERITY_INFO,
+             head->method, t->path, host[0] ? host : NULL, detail);
+    if (action == EVENT_ACTION_DENIED) {
+        str_copy(h->deny_rule, hd.rule, sizeof(h->deny_rule));
+        snprintf(h->deny_detail, sizeof(h->deny_detail), "%.16s %.90s is not allowed", head->method,
+                 t->path);
+    }
+    free(t);
+    return action == EVENT_ACTION_DENIED ? HTTP_VERDICT_DENY : HTTP_VERDICT_ALLOW;
+}
+
+size_t http_flow_count(void)
+{
+    return n_http_flows;
+}
+
+void http_flow_set_process(struct http_flow *h, pid_t pid, const char *exe)
+{
+    if (!h)
+        return;
+    h->pid = pid;
+    str_copy(h->exe, exe ? exe : "", sizeof(h->exe));
+}
+
+int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
+{
+    struct http_flow *h = calloc(1, sizeof(*h));
+    struct sockaddr_storage ss;
+    int one = 1, rc;
+    if (!h)
+        return -ENOMEM;
+    h->fd[HF_CLIENT] = p->client_fd;
+    h->fd[HF_UPSTREAM] = -1;
+    for (int d = 0; d < 2; d++) {
+        h->dir[d].in = malloc(HF_BUF_SIZE);
+        h->dir[d].out = malloc(HF_BUF_SIZE);
+        if (!h->dir[d].in || !h->dir[d].out) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    struct http_inspector_config icfg = {.decide = hf_decide, .ctx = h};
+    rc = http_inspector_new(&icfg, &h->insp);
+    if (rc < 0)
+        goto fail;
+    h->dst = p->dst;
+    h->dport = p->dport;
+    h->audit = p->audit;
+    h->ep = p->ep;
+    str_copy(h->policy_name, p->policy_name ? p->policy_name : "", sizeof(h->policy_name));
+    str_copy(h->endpoint_host, p->endpoint_host ? p->endpoint_host : "", sizeof(h->endpoint_host));
+    socklen_t len = net_addr_to_sockaddr(&p->dst, p->dport, &ss);
+    int ufd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ufd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(p->client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(ufd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+        /* Refused at once: the client gets a reset, like the raw relay. */
+        rc = -errno;
+        close(ufd);
+        goto fail;
+    }
+    h->fd[HF_UPSTREAM] = ufd;
+    /* From here on the flow owns both fds and frees itself. */
+    h->sb = sandbox_ref(p->sb);
+    h->pol = policy_ref_get(p->pol);
+    h->last_activity_ms = uv_now(daemon_loop);
+    for (int s = 0; s < 2; s++) {
+        uv_poll_init(daemon_loop, &h->poll[s], h->fd[s]);
+        h->poll[s].data = h;
+        h->open_handles++;
+    }
+    uv_timer_init(daemon_loop, &h->timer);
+    h->timer.data = h;
+    h->open_handles++;
+    uv_poll_start(&h->poll[HF_UPSTREAM], UV_WRITABLE, on_poll);
+    h->poll_events[HF_UPSTREAM] = UV_WRITABLE;
+    uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
+    uv_timer_start(&h->timer, on_timer, ct, 0);
+    n_http_flows++;
+    if (ret)
+        *ret = h;
+    return 0;
+fail:
+    for (int d = 0; d < 2; d++) {
+        free(h->dir[d].in);
+        free(h->dir[d].out);
+    }
+    http_inspector_free(h->insp);
+    free(h);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/*
+ * http_flow: an inspected flow (`protocol: rest`) — see http_flow.c.
+ * Part of portcullisd, not a library.
+ */
+#ifndef PCL_HTTP_FLOW_H
+#define PCL_HTTP_FLOW_H
+
+#include <sys/types.h>
+
+#include "daemon.h"
+
+struct http_flow;
+
+struct http_flow_params {
+    int client_fd; /* accepted and non-blocking; owned by the flow on success */
+    struct sandbox *sb;
+    struct policy_ref *pol;           /* the policy ep belongs to (a reference is taken) */
+    const struct policy_endpoint *ep; /* the inspected endpoint the flow matched */
+    const char *policy_name;          /* copied */
+    const char *endpoint_host;        /* copied; NULL for an address-only endpoint */
+    struct net_addr dst;
+    uint16_t dport;
+    bool audit; /* the sandbox's --audit */
+};
+
+/* Connect upstream and start inspecting.  On success the flow owns the
+ * client fd, holds a sandbox reference, takes over one count of
+ * sb->n_flows (the caller's) and frees everything itself; *ret (may be NULL)
+ * is valid until the flow ends.  On failure (-errno) the caller still owns
+ * client_fd and its count. */
+int http_flow_start(const struct http_flow_params *p, struct http_flow **ret);
+
+/* Inspected flows alive. */
+size_t http_flow_count(void);
+
+/* The process behind the flow, once known, for its events. */
+void http_flow_set_process(struct http_flow *h, pid_t pid, const char *exe);
+
+#endif
