@@ -45,6 +45,7 @@ enum flow_flags {
     FLOW_F_IDENT_RUNNING = 1 << 2,
     FLOW_F_RELAYING = 1 << 3, /* fd handed to the relay */
     FLOW_F_COUNTED = 1 << 4,  /* counted in sandbox->n_flows */
+    FLOW_F_PEEKING = 1 << 5,  /* waiting for the client's first bytes */
 };
 
 struct flow {
@@ -61,6 +62,12 @@ struct flow {
     uv_work_t ident_req;
     pid_t pid;
     char exe[PATH_MAX];
+    /* the peek at the first bytes of a plain (L4) flow for an HTTP Host */
+    uv_poll_t peek_poll;
+    uv_timer_t peek_timer;
+    unsigned peek_handles;
+    size_t peek_seen;
+    uint64_t peek_started_ms;
     /* an inspected endpoint (protocol: rest): started once identified */
     bool inspect;
     const struct policy_endpoint *ep;
@@ -82,6 +89,9 @@ static size_t n_pending;
 static size_t n_relaying;
 
 static void flow_decide(struct flow *f);
+static void flow_peek_start(struct flow *f);
+static void flow_maybe_finish(struct flow *f);
+static void on_peek_timer(uv_timer_t *t);
 
 size_t flow_count(void)
 {
@@ -122,6 +132,155 @@ static void flow_emit(struct flow *f)
 }
 
 /* Both halves done: write the event; a denied flow is reset now. */
+/*
+ * Plain (L4) flows: before relaying, look at what the client sends first,
+ * without consuming it (MSG_PEEK).  If it is an HTTP request, its Host must
+ * agree with the destination (domain fronting); anything else passes as it
+ * is.  A client that waits for the server to speak first (SSH, SMTP) is
+ * relayed after a short deadline; a request head that never completes is
+ * refused, so a slow sender cannot outwait the check.
+ */
+#define PEEK_FIRST_BYTE_MS 250
+#define PEEK_HEAD_MS 3000
+#define PEEK_MAX 8192
+
+static void flow_relay(struct flow *f);
+
+static void on_peek_closed(uv_handle_t *h)
+{
+    struct flow *f = h->data;
+    if (--f->peek_handles)
+        return;
+    f->flags &= ~FLOW_F_PEEKING;
+    int one = 1;
+    setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    if (f->action == EVENT_ACTION_DENIED)
+        flow_maybe_finish(f);
+    else
+        flow_relay(f);
+}
+
+static void flow_peek_done(struct flow *f, const char *deny_reason)
+{
+    if (deny_reason) {
+        /* --audit lets what would be refused pass, logged as audit. */
+        f->action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
+        f->reason = deny_reason;
+    }
+    uv_poll_stop(&f->peek_poll);
+    uv_timer_stop(&f->peek_timer);
+    uv_close((uv_handle_t *)&f->peek_poll, on_peek_closed);
+    uv_close((uv_handle_t *)&f->peek_timer, on_peek_closed);
+}
+
+/* "GET ", "POST "...: an HTTP request line starts with an upper-case token. */
+static bool looks_like_http(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z')
+        i++;
+    return i >= 3 && (i == n || (i < n && b[i] == ' '));
+}
+
+/* The Host header of a complete head in b (NUL-terminated), or NULL. */
+static const char *find_host(const char *b, size_t *ret_len)
+{
+    for (const char *p = strchr(b, '\n'); p; p = strchr(p + 1, '\n')) {
+        if (strncasecmp(p + 1, "host:", 5) == 0) {
+            const char *v = p + 6;
+            size_t len = strcspn(v, "\r\n");
+            *ret_len = len;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static void flow_peek_check(struct flow *f)
+{
+    char buf[PEEK_MAX + 1];
+    ssize_t n = recv(f->fd, buf, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        flow_peek_done(f, NULL); /* the relay will see the error and reset */
+        return;
+    }
+    if (n == 0 || !looks_like_http(buf, (size_t)n)) {
+        flow_peek_done(f, NULL);
+        return;
+    }
+    buf[n] = '\0';
+    if (!strstr(buf, "\r\n\r\n") && !strstr(buf, "\n\n")) {
+        if (n >= PEEK_MAX) {
+            flow_peek_done(f, "http_head_too_large");
+            return;
+        }
+        /* Wake again only when more has arrived (peeked bytes stay readable). */
+        int lowat = (int)n + 1;
+        setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+        if (!f->peek_seen) {
+            uint64_t left = PEEK_HEAD_MS - (uv_now(daemon_loop) - f->peek_started_ms);
+            uv_timer_start(&f->peek_timer, on_peek_timer, left, 0);
+        }
+        f->peek_seen = (size_t)n;
+        return;
+    }
+    size_t hlen = 0;
+    const char *host = find_host(buf, &hlen);
+    if (host && !http_host_agrees(host, hlen, &f->dst, f->endpoint_host)) {
+        struct event ev;
+        char detail[96];
+        memset(&ev, 0, sizeof(ev));
+        snprintf(detail, sizeof(detail), "Host header disagrees with %.60s",
+                 f->endpoint_host[0] ? f->endpoint_host : "the destination");
+        ev.sandbox = f->sb->rec.name;
+        ev.type = "FINDING:HOST_MISMATCH";
+        ev.action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
+        ev.reason = "host_mismatch";
+        ev.policy = f->policy_name;
+        ev.proto = "tcp";
+        ev.dst_ip = f->dst;
+        ev.dst_port = f->dport;
+        ev.severity = EVENT_SEVERITY_HIGH;
+        ev.detail = detail;
+        events_emit(&ev);
+        flow_peek_done(f, "host_mismatch");
+        return;
+    }
+    flow_peek_done(f, NULL);
+}
+
+static void on_peek_readable(uv_poll_t *p, int status, int events)
+{
+    struct flow *f = p->data;
+    (void)events;
+    if (status < 0) {
+        flow_peek_done(f, NULL);
+        return;
+    }
+    flow_peek_check(f);
+}
+
+static void on_peek_timer(uv_timer_t *t)
+{
+    struct flow *f = t->data;
+    /* Nothing yet: a server-first protocol.  A started head: refuse. */
+    flow_peek_done(f, f->peek_seen ? "http_head_incomplete" : NULL);
+}
+
+static void flow_peek_start(struct flow *f)
+{
+    f->flags |= FLOW_F_PEEKING;
+    f->peek_started_ms = uv_now(daemon_loop);
+    uv_poll_init(daemon_loop, &f->peek_poll, f->fd);
+    uv_timer_init(daemon_loop, &f->peek_timer);
+    f->peek_poll.data = f->peek_timer.data = f;
+    f->peek_handles = 2;
+    uv_poll_start(&f->peek_poll, UV_READABLE, on_peek_readable);
+    uv_timer_start(&f->peek_timer, on_peek_timer, PEEK_FIRST_BYTE_MS, 0);
+}
+
 /* Hand an identified, allowed flow to the HTTP inspector. */
 static void flow_start_inspection(struct flow *f)
 {
@@ -152,7 +311,8 @@ static void flow_start_inspection(struct flow *f)
 
 static void flow_maybe_finish(struct flow *f)
 {
-    if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE))
+    if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE) ||
+        (f->flags & FLOW_F_PEEKING))
         return;
     if (f->inspect && f->action != EVENT_ACTION_DENIED)
         flow_start_inspection(f);
@@ -183,6 +343,12 @@ static void flow_set_verdict(struct flow *f, enum event_action action, const cha
         flow_maybe_finish(f);
         return;
     }
+    flow_peek_start(f);
+}
+
+/* Relay an allowed plain flow (after its peek). */
+static void flow_relay(struct flow *f)
+{
     struct sockaddr_storage ss;
     socklen_t len = net_addr_to_sockaddr(&f->dst, f->dport, &ss);
     struct relay_config rc = {
@@ -250,9 +416,8 @@ static void flow_decide(struct flow *f)
         f->inspect = true;
         f->ep = d.endpoint;
         f->pol = policy_ref_get(f->sb->policy_ref);
-        str_copy(f->endpoint_host, d.endpoint_host ? d.endpoint_host : "",
-                 sizeof(f->endpoint_host));
     }
+    str_copy(f->endpoint_host, d.endpoint_host ? d.endpoint_host : "", sizeof(f->endpoint_host));
     switch (d.verdict) {
     case POLICY_ALLOW:
         flow_set_verdict(f, EVENT_ACTION_ALLOWED, NULL, d.policy_name);

@@ -492,19 +492,28 @@ static void host_only(const char *v, size_t len, char *buf, size_t buflen)
     buf[n] = '\0';
 }
 
-/* Does the Host header agree with where the flow goes?  The endpoint's own
- * host name, or the literal destination address. */
-static bool host_matches(struct http_flow *h, const char *host)
+bool http_host_agrees(const char *value, size_t len, const struct net_addr *dst,
+                      const char *endpoint_host)
 {
+    char host[POLICY_MAX_HOST_LEN + 2];
     struct net_addr a;
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    while (len && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    if (len > POLICY_MAX_HOST_LEN + 8)
+        return false;
+    host_only(value, len, host, sizeof(host));
     if (net_addr_parse(host, &a) == 0)
-        return net_addr_equal(&a, &h->dst);
-    if (!h->endpoint_host[0])
+        return net_addr_equal(&a, dst);
+    if (!endpoint_host || !endpoint_host[0])
         return true; /* an address-only endpoint names no host to contradict */
     size_t hl = strlen(host);
     if (hl && host[hl - 1] == '.')
         hl--;
-    return strlen(h->endpoint_host) == hl && strncasecmp(h->endpoint_host, host, hl) == 0;
+    return hl && strlen(endpoint_host) == hl && strncasecmp(endpoint_host, host, hl) == 0;
 }
 
 static enum http_verdict hf_decide(void *ctx, const struct http_request_head *head)
@@ -516,13 +525,14 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
     if (head->host)
         host_only(head->host, head->host_len, host, sizeof(host));
 
-    if (head->host && !host_matches(h, host)) {
+    if (head->host && !http_host_agrees(head->host, head->host_len, &h->dst, h->endpoint_host)) {
         str_copy(h->deny_rule, "host_mismatch", sizeof(h->deny_rule));
         snprintf(h->deny_detail, sizeof(h->deny_detail), "Host does not match %.80s",
                  h->endpoint_host[0] ? h->endpoint_host : "the destination");
-        hf_event(h, "FINDING:HOST_MISMATCH", EVENT_ACTION_DENIED, "host_mismatch",
-                 EVENT_SEVERITY_HIGH, head->method, NULL, host, h->deny_detail);
-        return HTTP_VERDICT_DENY;
+        hf_event(h, "FINDING:HOST_MISMATCH", h->audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED,
+                 "host_mismatch", EVENT_SEVERITY_HIGH, head->method, NULL, host, h->deny_detail);
+        if (!h->audit)
+            return HTTP_VERDICT_DENY;
     }
     struct policy_http_target *t = malloc(sizeof(*t));
     if (!t) {

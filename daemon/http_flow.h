@@ -30,6 +30,12 @@ struct http_flow_params {
  * client_fd and its count. */
 int http_flow_start(const struct http_flow_params *p, struct http_flow **ret);
 
+/* Does a Host header value (port allowed) agree with where the flow goes:
+ * the literal destination address, or the matched endpoint's host name
+ * (any name when the endpoint has none)?  Shared with the L4 peek. */
+bool http_host_agrees(const char *value, size_t len, const struct net_addr *dst,
+                      const char *endpoint_host);
+
 /* Inspected flows alive. */
 size_t http_flow_count(void);
 

@@ -12,6 +12,7 @@ start_server byaddr "$UP4B" 9090 http
 start_server other8080 "$UP4B" 8080 http
 start_server private "$UP4B" 8081 http
 start_server meta "$UP_LL" 8080 http
+start_server banner "$UP4" 2525 banner
 start_daemon
 
 POL="$T_DIR/policy.yaml"
@@ -22,7 +23,7 @@ network_policies:
     name: upstream web
     endpoints:
       - host: up.test
-        port: 8080
+        ports: [8080, 2525]
         allowed_ips: ["198.18.0.0/24", "2001:db8::/64"]
   by_address:
     endpoints:
@@ -77,6 +78,18 @@ check "--audit lets a would-be denial pass" [ "$out" = "ok GET /audit port 9999"
 "$PORTCULLIS" run --audit --name l4-k --policy "$POL" -- "${CURL[@]}" "http://$UP_LL:8080/" >/dev/null 2>&1
 check "--audit still blocks always-blocked addresses" [ $? -ne 0 ]
 
+# --- plain HTTP on an L4 endpoint: its Host must agree (domain fronting) ---
+out=$("$PORTCULLIS" run --name l4-host --policy "$POL" -- "${CURL[@]}" -H "Host: up.test" "http://$UP4:8080/named")
+check "plain HTTP with the endpoint's Host passes" [ "$out" = "ok GET /named port 8080" ]
+"$PORTCULLIS" run --name l4-front --policy "$POL" -- "${CURL[@]}" -H "Host: evil.test" "http://$UP4:8080/fronted" >/dev/null 2>&1
+check "a Host that contradicts the destination is refused" [ $? -ne 0 ]
+check "  nothing reached the upstream" [ "$(server_requests web4 'GET /fronted')" = 0 ]
+out=$("$PORTCULLIS" run --name l4-banner --policy "$POL" -- python3 "$HELPERS/client.py" banner "$UP4" 2525)
+check "a server-first protocol still works ($out)" [ "$out" = "220 banner ready|echo hello" ]
+out=$("$PORTCULLIS" run --name l4-slow --policy "$POL" -- python3 "$HELPERS/rawhttp.py" "$UP4" 8080 \
+    'GET /slow HTTP/1.1\r\n' 'Host: evil.test' 2>&1)
+check "a head split across writes is still checked" [ "$(server_requests web4 'GET /slow')" = 0 ]
+
 # --- an inspected endpoint: requests are decided one by one ---
 POL7="$T_DIR/policy-l7.yaml"
 write_policy "$POL7" <<'YAML'
@@ -120,6 +133,10 @@ check "journal: IPv6 denial" journal_find PORTCULLIS_SANDBOX=l4-i PORTCULLIS_ACT
     PORTCULLIS_DST_IP=$UP6 PORTCULLIS_DST_PORT=9999
 check "journal: audit entry" journal_find PORTCULLIS_SANDBOX=l4-j PORTCULLIS_ACTION=audit \
     PORTCULLIS_REASON=no_matching_policy PORTCULLIS_DST_PORT=9999
+check "journal: host_mismatch finding and denial" journal_find PORTCULLIS_SANDBOX=l4-front \
+    PORTCULLIS_EVENT=FINDING:HOST_MISMATCH PORTCULLIS_REASON=host_mismatch PRIORITY=3
+check "journal: the flow itself denied as host_mismatch" journal_find PORTCULLIS_SANDBOX=l4-front \
+    PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied PORTCULLIS_REASON=host_mismatch
 check "journal: the inspected GET" journal_find PORTCULLIS_SANDBOX=l4-l7 \
     PORTCULLIS_EVENT=HTTP:GET PORTCULLIS_ACTION=allowed PORTCULLIS_POLICY=rest_api
 check "journal: audit mode keeps always-blocked denied" journal_find PORTCULLIS_SANDBOX=l4-k \

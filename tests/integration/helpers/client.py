@@ -125,6 +125,16 @@ def expect_reset(host, port):
         return 1
 
 
+def banner(host, port):
+    """Server-first protocol: read the greeting, answer, read the echo."""
+    s = conn(host, port, timeout=10)
+    greeting = s.recv(100)
+    s.sendall(b"hello\r\n")
+    echo = s.recv(100)
+    print("%s|%s" % (greeting.decode().strip(), echo.decode().strip()))
+    return 0
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "halfclose":
@@ -133,6 +143,8 @@ def main():
         return download(sys.argv[2], int(sys.argv[3]))
     if cmd == "parallel":
         return parallel(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if cmd == "banner":
+        return banner(sys.argv[2], int(sys.argv[3]))
     if cmd == "expect_reset":
         return expect_reset(sys.argv[2], int(sys.argv[3]))
     if cmd == "connect":

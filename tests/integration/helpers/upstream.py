@@ -67,6 +67,12 @@ class Handler(socketserver.BaseRequestHandler):
         for chunk in pattern(a.bytes):
             s.sendall(chunk)
 
+    def do_banner(self, s, a):
+        # server speaks first (like SSH or SMTP), then echoes one line
+        s.sendall(b"220 banner ready\r\n")
+        d = s.recv(1024)
+        s.sendall(b"echo " + d)
+
     def do_http(self, s, a):
         buf = b""
         while True:
@@ -105,7 +111,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=["http", "echo", "sink", "source"], required=True)
+    p.add_argument("--mode", choices=["http", "echo", "sink", "source", "banner"], required=True)
     p.add_argument("--bytes", type=int, default=0)
     p.add_argument("--log")
     a = p.parse_args()
