@@ -82,23 +82,6 @@ static void raise_fd_limit(void)
     }
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    str_copy(buf, path, sizeof(buf));
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 /* One daemon per state directory: an open-file-description write lock held
  * for the daemon's life.  The file is root-only, so nobody else can hold it;
  * `portcullis` tests it with F_OFD_GETLK, which takes no lock and so cannot
@@ -291,7 +274,7 @@ int main(int argc, char **argv)
     umask(022);
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/sandboxes", sandbox_state_dir());
-    int rc = mkdir_p(dir, 0700);
+    int rc = util_mkdir_p(dir, 0700);
     if (rc < 0) {
         log_error("cannot create %s: %s", dir, strerror(-rc));
         return 1;

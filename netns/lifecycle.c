@@ -24,29 +24,12 @@
 
 #define ETC_NETNS "/etc/netns"
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    str_copy(buf, path, sizeof(buf));
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 /* Serialises index allocation and create/delete across concurrent tools. */
 static int registry_lock(void)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/sandboxes", sandbox_state_dir());
-    int rc = mkdir_p(path, 0700);
+    int rc = util_mkdir_p(path, 0700);
     if (rc < 0) {
         log_error("cannot create %s: %s", path, strerror(-rc));
         return rc;
@@ -156,7 +139,7 @@ static int write_resolv_conf(const struct sandbox_record *r)
 {
     char dir[PATH_MAX], path[PATH_MAX + 16], h4[NET_ADDR_STRLEN], h6[NET_ADDR_STRLEN];
     snprintf(dir, sizeof(dir), ETC_NETNS "/%s", r->netns);
-    int rc = mkdir_p(dir, 0755);
+    int rc = util_mkdir_p(dir, 0755);
     if (rc < 0)
         return rc;
     snprintf(path, sizeof(path), "%s/resolv.conf", dir);
@@ -181,6 +164,16 @@ static void remove_resolv_conf(const char *netns)
     unlink(path);
     rmdir(dir);
     rmdir(ETC_NETNS); /* only if empty; we may have created it */
+}
+
+void tool_rules_of(const struct sandbox_record *r, struct rules_sandbox *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->index = r->index;
+    ret->host_ifname = r->host_ifname;
+    ret->sandbox_v4 = r->sandbox_v4;
+    ret->sandbox_v6 = r->sandbox_v6;
+    ret->proxy_port = r->proxy_port;
 }
 
 /* Configure the inside of the namespace: lo, eth0, addresses, routes. */
@@ -257,13 +250,8 @@ static int build_sandbox(const struct sandbox_record *r, const char **step)
     rc = setup_inside(r, nsfd, step);
     if (rc < 0)
         goto out;
-    struct rules_sandbox rs = {
-        .index = r->index,
-        .host_ifname = r->host_ifname,
-        .sandbox_v4 = r->sandbox_v4,
-        .sandbox_v6 = r->sandbox_v6,
-        .proxy_port = r->proxy_port,
-    };
+    struct rules_sandbox rs;
+    tool_rules_of(r, &rs);
     rc = rules_apply(&rs);
     if (rc < 0) {
         *step = "applying the netfilter rules";
@@ -468,13 +456,8 @@ int tool_delete(const char *name, bool quiet)
             log_error("deleting link %s: %s", r.host_ifname, strerror(-lrc));
             failures++;
         }
-        struct rules_sandbox rs = {
-            .index = r.index,
-            .host_ifname = r.host_ifname,
-            .sandbox_v4 = r.sandbox_v4,
-            .sandbox_v6 = r.sandbox_v6,
-            .proxy_port = r.proxy_port,
-        };
+        struct rules_sandbox rs;
+        tool_rules_of(&r, &rs);
         if (rules_remove(&rs) < 0)
             failures++;
     }

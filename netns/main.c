@@ -191,6 +191,18 @@ static int exit_status(int status)
     return 1;
 }
 
+/* What `run` and `exec` hold blocked and handle themselves: the child's end
+ * and the signals they pass on to it. */
+static void supervised_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGQUIT);
+}
+
 /* Wait for the child, forwarding termination signals sent to us (not those a
  * terminal sent to the whole process group, which the child got itself), and
  * warning once if the daemon goes away. */
@@ -198,12 +210,7 @@ static int supervise(pid_t child, bool warn_daemon)
 {
     sigset_t set;
     bool warned = false;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
+    supervised_signals(&set);
     for (;;) {
         int status;
         pid_t w = waitpid(child, &status, WNOHANG);
@@ -225,12 +232,7 @@ static int supervise(pid_t child, bool warn_daemon)
 static void block_signals(sigset_t *old)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
+    supervised_signals(&set);
     sigprocmask(SIG_BLOCK, &set, old);
 }
 
@@ -511,13 +513,8 @@ static int cmd_policy(int argc, char **argv)
 static int print_rules(const struct sandbox_record *r)
 {
     static const int families[2] = {AF_INET, AF_INET6};
-    struct rules_sandbox rs = {
-        .index = r->index,
-        .host_ifname = r->host_ifname,
-        .sandbox_v4 = r->sandbox_v4,
-        .sandbox_v6 = r->sandbox_v6,
-        .proxy_port = r->proxy_port,
-    };
+    struct rules_sandbox rs;
+    tool_rules_of(r, &rs);
     char buf[16384];
     for (int i = 0; i < 2; i++) {
         int n = rules_generate(&rs, families[i], buf, sizeof(buf));

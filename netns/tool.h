@@ -30,6 +30,10 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret);
 /* Remove every trace of NAME (idempotent). quiet: no message when absent. */
 int tool_delete(const char *name, bool quiet);
 
+struct rules_sandbox;
+/* The rules' view of a sandbox record. */
+void tool_rules_of(const struct sandbox_record *r, struct rules_sandbox *ret);
+
 /* Index the next sandbox would get (for `rules --policy` dry runs). */
 int tool_next_index(const struct sandbox_pools *pools, unsigned *ret);
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *log_program = "portcullis";
 static bool log_verbose;
@@ -192,6 +193,24 @@ size_t str_copy(char *dst, const char *src, size_t size)
         dst[c] = '\0';
     }
     return n;
+}
+
+int util_mkdir_p(const char *path, mode_t mode)
+{
+    char buf[4096];
+    if (str_copy(buf, path, sizeof(buf)) >= sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
 }
 
 int parse_long(const char *s, long min, long max, long *ret)

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define NET_ADDR_STRLEN 46 /* INET6_ADDRSTRLEN */
 /* "[addr]:port" */
@@ -62,6 +63,9 @@ const char *net_prefix_format(const struct net_prefix *p, char *buf, size_t len)
 
 /* Copy with truncation, always NUL-terminated. Returns strlen(src). */
 size_t str_copy(char *dst, const char *src, size_t size);
+
+/* mkdir -p: parents 0755, the last component with mode. 0 or -errno. */
+int util_mkdir_p(const char *path, mode_t mode);
 
 /* Parse a decimal integer in [min,max]. Returns 0 or -EINVAL/-ERANGE. */
 int parse_long(const char *s, long min, long max, long *ret);
