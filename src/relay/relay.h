@@ -1,15 +1,19 @@
 /*
  * relay: a protocol-blind bidirectional TCP relay on the libuv loop.
  *
- * The relay owns both sockets once started.  It drives them with uv_poll_t
- * (never a uv_tcp_t on the same fd) so that the plain-TCP path can move bytes
- * with splice(2) through one pipe per direction (zero copy); a read/write
- * copy path with the same semantics is used when splice is disabled.
+ * The relay owns both sockets once started.  It drives them itself, through
+ * one edge-triggered epoll set per loop that the loop watches with a single
+ * uv_poll_t (so never a uv_tcp_t or uv_poll_t of the caller on the same fd).
+ * Each direction starts on a read/write copy path (a short exchange costs no
+ * pipe) and moves to splice(2) through a pipe of its own (zero copy) once it
+ * has carried 64 KiB; the copy path alone is used when splice is disabled or
+ * fails, with the same semantics.
  *
  * Semantics a user sees:
  *  - bounded buffering: at most cfg->buffer_size bytes in flight per
- *    direction; reading from a side stops while its buffer is full and
- *    resumes when the other side drains it;
+ *    direction (the copy path buffers at most 64 KiB of them, except right
+ *    after a fallback from splice); reading from a side stops while its
+ *    buffer is full and resumes when the other side drains it;
  *  - half-close: EOF from one side becomes shutdown(SHUT_WR) on the other
  *    after everything read before it was written; the other direction goes on;
  *  - a reset (or any error) on one side becomes a reset on the other;
@@ -28,7 +32,7 @@
 struct relay_config {
     uint32_t connect_timeout_ms; /* 0 = 10 s */
     uint32_t idle_timeout_ms;    /* 0 = 1 h */
-    size_t buffer_size;          /* per direction; 0 = 64 KiB (also the pipe size) */
+    size_t buffer_size;          /* per direction; 0 = 256 KiB (the pipe size) */
     bool no_splice;              /* force the read/write copy path */
 };
 
@@ -62,8 +66,9 @@ typedef void (*relay_connected_fn)(void *data, int status);
  * Start relaying between client_fd (an accepted, connected TCP socket; made
  * non-blocking here) and a new connection to upstream.  On success (0) the
  * relay owns client_fd and calls done exactly once, later, from the loop.  On
- * failure (-errno, e.g. -ENOMEM, -EMFILE for the upstream socket) nothing was
- * started and the caller still owns client_fd.
+ * failure (-errno, e.g. -ENOMEM, -EMFILE for the upstream socket, -EEXIST
+ * when a handle of loop already watches client_fd) nothing was started and the
+ * caller still owns client_fd.
  */
 int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
                 const struct sockaddr *upstream, socklen_t upstream_len,

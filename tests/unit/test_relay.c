@@ -8,8 +8,10 @@
  * leaked handle fails it, and checks that done ran exactly once per relay.
  *
  * relay.c is included (h2o style) to reach its state for the backpressure and
- * resource checks, and so that splice(2) and pipe2(2) can be wrapped: to force
- * the fallback to the copy path, to fake a pipe out of slots, to count pipes.
+ * resource checks, and so that splice(2), pipe2(2), recv(2) and send(2) can be
+ * wrapped: to force the fallback to the copy path, to fake a pipe out of
+ * slots, to count pipes and the bytes of the copy path, to see a direction
+ * drain its copy buffer before it switches to splice.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,13 +88,57 @@ static int test_pipe2(int fds[2], int flags)
     return pipe2(fds, flags);
 }
 
+/* recv(2) wrapper: bytes the relay read on the copy path, by the fd they came
+ * from (copy_fd[s], set by the test: the relay's sockets). */
+static int copy_fd[2] = {-1, -1};
+static size_t copy_bytes[2];
+
+static ssize_t test_recv(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t n = recv(fd, buf, len, flags);
+
+    for (int s = 0; s < 2; s++) {
+        if (n > 0 && fd == copy_fd[s])
+            copy_bytes[s] += (size_t)n;
+    }
+    return n;
+}
+
+/* send(2) wrapper, defined below (it needs the relay's state): notes when a
+ * direction drains its copy buffer on the way to the pipe. */
+static ssize_t test_send(int fd, const void *buf, size_t len, int flags);
+static bool switch_gated[2];
+
 #define splice test_splice
 #define pipe2 test_pipe2
+#define recv test_recv
+#define send test_send
 #include "relay.c"
+#undef send
+#undef recv
 #undef pipe2
 #undef splice
 
+static ssize_t test_send(int fd, const void *buf, size_t len, int flags)
+{
+    for (int s = 0; s < 2; s++) {
+        const struct relay_side *src = relay_list ? &relay_list->side[s] : NULL;
+
+        if (src && fd == copy_fd[!s] && (src->flags & RELAY_F_TO_SPLICE) && src->pending > 0)
+            switch_gated[s] = true;
+    }
+    return send(fd, buf, len, flags);
+}
+
 #define MIB (1024u * 1024)
+
+/* Unread bytes in a socket's receive queue. */
+static bool sock_has_data(int fd)
+{
+    int n = 0;
+
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
 #define PEER_TIMEOUT_MS 20000
 #define WATCHDOG_MS 60000
 
@@ -163,8 +209,12 @@ struct peer {
     size_t reset_after_recv; /* > 0: SO_LINGER 0 close after this many bytes (and the sending) */
     int trickle_ms;          /* > 0: one byte per trickle_ms */
     size_t send_chunk;       /* > 0: at most this many bytes per send */
-    int recv_pace_us;        /* > 0: a slow reader, 16 KiB per recv and a sleep after it */
-    int stall_ms;            /* > 0: report a send stall of this long, then wait for gate */
+    size_t chunk_until;      /* > 0: send_chunk only applies below this offset */
+    size_t pause_at;         /* with pause_ms: stop sending at this offset for a while */
+    int pause_ms;
+    int recv_delay_ms; /* > 0: read nothing for this long after the start */
+    int recv_pace_us;  /* > 0: a slow reader, 16 KiB per recv and a sleep after it */
+    int stall_ms;      /* > 0: report a send stall of this long, then wait for gate */
     void (*on_stall)(struct peer *p);
     sem_t *gate;        /* waited for after accept (server) or after the stall (client) */
     atomic_int *notify; /* incremented once when the first byte arrived */
@@ -196,8 +246,8 @@ static void *peer_main(void *arg)
 {
     struct peer *p = arg;
     unsigned char *buf = malloc(64 * 1024);
-    bool rdone = false, wdone = false, gated = false;
-    uint64_t next_trickle = 0;
+    bool rdone = false, wdone = false, gated = false, paused = false;
+    uint64_t next_trickle = 0, read_from;
 
     if (p->listen_fd >= 0) {
         struct pollfd pfd = {.fd = p->listen_fd, .events = POLLIN};
@@ -215,11 +265,13 @@ static void *peer_main(void *arg)
             sem_wait(p->gate);
     }
     fcntl(p->fd, F_SETFL, fcntl(p->fd, F_GETFL) | O_NONBLOCK);
+    read_from = now_ms() + (uint64_t)p->recv_delay_ms;
 
     for (;;) {
         struct pollfd pfd = {.fd = p->fd};
         int timeout = PEER_TIMEOUT_MS;
         bool may_send = !wdone && peer_may_send(p);
+        bool read_later = false;
         int r;
 
         if (may_send && p->sent == p->send_len) {
@@ -236,7 +288,14 @@ static void *peer_main(void *arg)
         }
         if (rdone && wdone)
             break;
-        if (!rdone)
+        if (!rdone && p->recv_delay_ms) {
+            uint64_t t = now_ms();
+
+            read_later = t < read_from;
+            if (read_later)
+                timeout = (int)(read_from - t);
+        }
+        if (!rdone && !read_later)
             pfd.events |= POLLIN;
         if (may_send && p->trickle_ms) {
             uint64_t t = now_ms();
@@ -250,7 +309,7 @@ static void *peer_main(void *arg)
             if (p->stall_ms && !gated)
                 timeout = p->stall_ms;
         }
-        if (pfd.events == 0 && !(may_send && p->trickle_ms)) {
+        if (pfd.events == 0 && !(may_send && p->trickle_ms) && !read_later) {
             /* Waiting for bytes that can no longer come. */
             p->send_err = EPROTO;
             break;
@@ -259,7 +318,7 @@ static void *peer_main(void *arg)
         if (r < 0 && errno == EINTR)
             continue;
         if (r == 0) {
-            if (may_send && p->trickle_ms)
+            if ((may_send && p->trickle_ms) || read_later)
                 continue;
             if (may_send && p->stall_ms && !gated) {
                 /* The relay stopped taking bytes: let the test look. */
@@ -298,8 +357,16 @@ static void *peer_main(void *arg)
 
             if (n > 64 * 1024)
                 n = 64 * 1024;
-            if (p->send_chunk && n > p->send_chunk)
+            if (p->send_chunk && n > p->send_chunk && (!p->chunk_until || p->sent < p->chunk_until))
                 n = p->send_chunk;
+            if (p->pause_ms && !paused) {
+                if (p->sent == p->pause_at) {
+                    usleep((useconds_t)p->pause_ms * 1000);
+                    paused = true;
+                } else if (n > p->pause_at - p->sent) {
+                    n = p->pause_at - p->sent;
+                }
+            }
             if (p->trickle_ms)
                 n = 1;
             pattern_fill(p->seed, p->sent, buf, n);
@@ -429,7 +496,11 @@ static void fx_init(struct fx *fx, int family, int proxy_rcvbuf, int server_rcvb
     splice_fail_out = splice_failed = false;
     splice_pipe_limit = 0;
     pipe2_calls = 0;
+    copy_fd[0] = copy_fd[1] = -1;
+    copy_bytes[0] = copy_bytes[1] = 0;
+    switch_gated[0] = switch_gated[1] = false;
     relay_pipe_idle_ms = 5000;
+    relay_budget = RELAY_BUDGET;
 }
 
 static void fx_fini(struct fx *fx)
@@ -479,6 +550,8 @@ static void run_one(struct fx *fx, const struct relay_config *cfg, struct peer *
 
     client_pair(fx, fx->client_buf, &client->fd, &accepted);
     fx_start(fx, cfg, accepted, &fx->server_sa, fx->server_len);
+    for (int s = 0; s < 2; s++)
+        copy_fd[s] = relay_list->side[s].fd;
     if (fx->relay_sndbuf) {
         for (int s = 0; s < 2; s++)
             assert_int_equal(setsockopt(relay_list->side[s].fd, SOL_SOCKET, SO_SNDBUF,
@@ -981,9 +1054,257 @@ static void test_idle_activity_keeps_alive(void **state)
     fx_fini(&fx);
 }
 
-/* A pipe that stayed empty for relay_pipe_idle_ms is closed, and the next
- * byte opens a new one. */
+/* A pipe that stayed empty for relay_pipe_idle_ms is closed, and the
+ * direction starts over on the copy path: the next burst opens a new pipe
+ * only once it is bulk again. */
+struct pipe_check {
+    uv_timer_t timer;
+    bool seen;
+    int pipe_fd; /* client direction, during the pause */
+    bool buf;
+    uint32_t flags;
+};
+
+static void on_pipe_check(uv_timer_t *t)
+{
+    struct pipe_check *pc = t->data;
+
+    if (relay_list) {
+        pc->seen = true;
+        pc->pipe_fd = relay_list->side[RELAY_CLIENT].pipe[0];
+        pc->buf = relay_list->side[RELAY_CLIENT].buf != NULL;
+        pc->flags = relay_list->side[RELAY_CLIENT].flags;
+    }
+    uv_close((uv_handle_t *)t, NULL);
+}
+
 static void test_idle_pipe_release(void **state)
+{
+    const size_t burst = 2 * RELAY_SPLICE_AFTER;
+    struct relay_config cfg = {0};
+    struct pipe_check pc = {0};
+    struct fx fx;
+    struct peer client, server;
+
+    (void)state;
+    fx_init(&fx, AF_INET, 0, 0);
+    relay_pipe_idle_ms = 50;
+    uv_timer_init(&fx.loop, &pc.timer);
+    pc.timer.data = &pc;
+    uv_timer_start(&pc.timer, on_pipe_check, 400, 0);
+    peer_init(&client);
+    peer_init(&server);
+    /* A bulk burst, a pause well over the pipe's idle time, a second burst. */
+    client.send_len = 2 * burst;
+    client.seed = 16;
+    client.pause_at = burst;
+    client.pause_ms = 700;
+    client.shut_after_send = true;
+    server.send_after_eof = true;
+    server.shut_after_send = true;
+    run_one(&fx, &cfg, &client, &server);
+
+    assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
+    assert_int_equal(server.received, 2 * burst);
+    assert_true(server.hash == pattern_hash(16, 2 * burst));
+    assert_int_equal(client.recv_err, 0);
+    /* In the pause: no pipe, no buffer, back on the copy path. */
+    assert_true(pc.seen);
+    assert_int_equal(pc.pipe_fd, -1);
+    assert_false(pc.buf);
+    assert_false(pc.flags & (RELAY_F_SPLICE | RELAY_F_TO_SPLICE));
+    /* One pipe per burst; the server's FIN needed none.  Each burst started
+     * on the copy path. */
+    assert_int_equal(pipe2_calls, 2);
+    assert_true(copy_bytes[RELAY_CLIENT] >= 2 * RELAY_SPLICE_AFTER);
+    assert_true(copy_bytes[RELAY_CLIENT] < 2 * burst);
+    assert_int_equal(copy_bytes[RELAY_UPSTREAM], 0);
+    fx_fini(&fx);
+}
+
+/* ---- copy -> splice switch ------------------------------------------------------ */
+
+/* Socket buffers (pinned, no autotuning) too small to hold what the relay
+ * reads, so that it buffers. */
+static void fx_small_buffers(struct fx *fx, int size)
+{
+    close(fx->server_lfd);
+    fx->server_lfd = listen_on(fx->family, 128, size, &fx->server_sa, &fx->server_len);
+    fx->client_buf = size;
+    fx->relay_sndbuf = size;
+}
+
+/* Both directions at once: small sends first (the copy path), then bulk (the
+ * switch to splice), byte-exact and in order.  blocked: tiny socket buffers and
+ * readers that start late, so that each direction's copy buffer holds bytes
+ * when it reaches the threshold and must drain before the pipe is used. */
+static void do_switch_both(size_t len, size_t small_part, bool blocked)
+{
+    struct relay_config cfg = {0};
+    struct fx fx;
+    struct peer client, server;
+
+    fx_init(&fx, AF_INET, 0, 0);
+    if (blocked)
+        fx_small_buffers(&fx, 4096);
+    peer_init(&client);
+    peer_init(&server);
+    client.send_len = server.send_len = len;
+    client.seed = 40;
+    server.seed = 41;
+    client.send_chunk = server.send_chunk = 700;
+    client.chunk_until = server.chunk_until = small_part;
+    client.recv_delay_ms = server.recv_delay_ms = blocked ? 300 : 0;
+    client.shut_after_send = server.shut_after_send = true;
+    run_one(&fx, &cfg, &client, &server);
+
+    assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
+    assert_int_equal(fx.stats.bytes_to_upstream, len);
+    assert_int_equal(fx.stats.bytes_to_client, len);
+    assert_int_equal(server.received, len);
+    assert_int_equal(client.received, len);
+    assert_true(server.hash == pattern_hash(40, len));
+    assert_true(client.hash == pattern_hash(41, len));
+    assert_int_equal(server.recv_err, 0);
+    assert_int_equal(client.recv_err, 0);
+    /* Each direction: its first RELAY_SPLICE_AFTER bytes (and what was
+     * buffered when it got there) copied, the rest spliced through one pipe. */
+    assert_int_equal(pipe2_calls, 2);
+    for (int s = 0; s < 2; s++) {
+        assert_true(copy_bytes[s] >= RELAY_SPLICE_AFTER);
+        assert_true(copy_bytes[s] <= RELAY_SPLICE_AFTER + RELAY_BUFFER_DEFAULT + RELAY_STACK_BUF);
+    }
+    assert_true(splice_calls > 0);
+    if (blocked) {
+        assert_true(switch_gated[RELAY_CLIENT]);
+        assert_true(switch_gated[RELAY_UPSTREAM]);
+    }
+    fx_fini(&fx);
+}
+
+static void test_switch_both_directions(void **state)
+{
+    (void)state;
+    /* Small sends well past the threshold, then bulk. */
+    do_switch_both(4 * MIB, 3 * RELAY_SPLICE_AFTER / 2, false);
+    /* The copy buffer holds bytes when the threshold is reached, and must
+     * drain before the pipe is used. */
+    do_switch_both(MIB, RELAY_SPLICE_AFTER / 2, true);
+}
+
+enum switch_pace {
+    PACE_FAST,    /* default socket buffers, eager readers */
+    PACE_SLOW,    /* 16 KiB socket buffers, readers that sleep after each recv */
+    PACE_BLOCKED, /* 4 KiB socket buffers, the server reads only after 300 ms */
+};
+
+/* EOF right around the switch: a stream of exactly the threshold (the EOF is
+ * read by the first splice), one byte less (EOF on the copy path) or more (one
+ * byte in the pipe with the FIN behind it); each one way, then answered the
+ * same way after the FIN.  PACE_BLOCKED: the client's FIN arrives while the
+ * relay drains its copy buffer before the switch. */
+static void do_switch_half_close(size_t len, enum switch_pace pace)
+{
+    struct relay_config cfg = {0};
+    struct fx fx;
+    struct peer client, server;
+
+    fx_init(&fx, AF_INET, 0, 0);
+    if (pace != PACE_FAST)
+        fx_small_buffers(&fx, pace == PACE_SLOW ? 16 * 1024 : 4096);
+    peer_init(&client);
+    peer_init(&server);
+    client.send_len = len;
+    client.seed = 42;
+    client.shut_after_send = true;
+    client.recv_pace_us = pace == PACE_SLOW ? 300 : 0;
+    server.send_len = len;
+    server.seed = 43;
+    server.send_after_eof = true;
+    server.shut_after_send = true;
+    server.recv_pace_us = pace == PACE_SLOW ? 300 : 0;
+    server.recv_delay_ms = pace == PACE_BLOCKED ? 300 : 0;
+    run_one(&fx, &cfg, &client, &server);
+
+    assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
+    assert_int_equal(server.received, len);
+    assert_int_equal(client.received, len);
+    assert_true(server.hash == pattern_hash(42, len));
+    assert_true(client.hash == pattern_hash(43, len));
+    assert_true(server.got_eof);
+    assert_true(client.got_eof);
+    assert_int_equal(server.recv_err, 0);
+    assert_int_equal(client.recv_err, 0);
+    assert_int_equal(server.send_err, 0);
+    assert_int_equal(fx.stats.bytes_to_upstream, len);
+    assert_int_equal(fx.stats.bytes_to_client, len);
+    if (pace == PACE_BLOCKED && len >= RELAY_SPLICE_AFTER)
+        assert_true(switch_gated[RELAY_CLIENT]);
+    if (len > RELAY_SPLICE_AFTER)
+        assert_true(pipe2_calls >= 1);
+    fx_fini(&fx);
+}
+
+static void test_switch_half_close(void **state)
+{
+    static const size_t lens[] = {RELAY_SPLICE_AFTER - 1, RELAY_SPLICE_AFTER,
+                                  RELAY_SPLICE_AFTER + 1, RELAY_SPLICE_AFTER + 4096,
+                                  3 * RELAY_SPLICE_AFTER};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        do_switch_half_close(lens[i], PACE_FAST);
+        do_switch_half_close(lens[i], PACE_SLOW);
+        do_switch_half_close(lens[i], PACE_BLOCKED);
+    }
+}
+
+/* A relay that spent its budget with bytes still in the socket runs again on
+ * the next turn: no new edge would come for bytes that are already there.
+ * Here the client's bytes and FIN all sit in the relay's socket before the
+ * loop runs, and each turn may read only a few small reads. */
+static void test_budget_requeue(void **state)
+{
+    const size_t len = 32 * 1024;
+    struct relay_config cfg = {.buffer_size = 1000};
+    struct fx fx;
+    struct peer client, server;
+    int accepted;
+
+    (void)state;
+    fx_init(&fx, AF_INET, 0, 0);
+    relay_budget = 4096;
+    peer_init(&client);
+    peer_init(&server);
+    client.send_len = len;
+    client.seed = 46;
+    client.shut_after_send = true;
+    server.send_after_eof = true;
+    server.send_len = 1;
+    server.seed = 47;
+    server.shut_after_send = true;
+    server.listen_fd = fx.server_lfd;
+    client_pair(&fx, 0, &client.fd, &accepted);
+    fx_start(&fx, &cfg, accepted, &fx.server_sa, fx.server_len);
+    peer_start(&client);
+    peer_start(&server);
+    usleep(300 * 1000); /* the client's bytes and FIN are in the relay's socket */
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    peer_join(&client);
+    peer_join(&server);
+
+    assert_int_equal(fx.done_calls, 1);
+    assert_false(client.timed_out);
+    assert_false(server.timed_out);
+    assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
+    assert_int_equal(server.received, len);
+    assert_true(server.hash == pattern_hash(46, len));
+    assert_int_equal(client.received, 1);
+    fx_fini(&fx);
+}
+
+/* A short exchange never opens a pipe. */
+static void test_short_exchange_no_pipe(void **state)
 {
     struct relay_config cfg = {0};
     struct fx fx;
@@ -991,22 +1312,24 @@ static void test_idle_pipe_release(void **state)
 
     (void)state;
     fx_init(&fx, AF_INET, 0, 0);
-    relay_pipe_idle_ms = 50;
     peer_init(&client);
     peer_init(&server);
-    client.send_len = 4;
-    client.seed = 16;
-    client.trickle_ms = 250;
+    client.send_len = 300;
+    client.seed = 44;
     client.shut_after_send = true;
-    server.send_after_eof = true;
+    server.send_after_recv = 300;
+    server.send_len = 5000;
+    server.seed = 45;
     server.shut_after_send = true;
     run_one(&fx, &cfg, &client, &server);
 
     assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
-    assert_int_equal(server.received, 4);
-    assert_true(server.hash == pattern_hash(16, 4));
-    /* One pipe per byte (kept: 1) plus the one for the server's FIN. */
-    assert_true(pipe2_calls >= 4);
+    assert_true(server.hash == pattern_hash(44, 300));
+    assert_true(client.hash == pattern_hash(45, 5000));
+    assert_int_equal(pipe2_calls, 0);
+    assert_int_equal(splice_calls, 0);
+    assert_int_equal(copy_bytes[RELAY_CLIENT], 300);
+    assert_int_equal(copy_bytes[RELAY_UPSTREAM], 5000);
     fx_fini(&fx);
 }
 
@@ -1021,6 +1344,7 @@ struct bp {
     bool seen;
     uint32_t pending, cap, client_flags;
     bool client_has_data; /* unread bytes in the relay's client socket */
+    bool client_can_read; /* the relay would read them, given readiness */
     uint64_t to_upstream;
     int live;
 };
@@ -1065,6 +1389,7 @@ static void bp_on_async(uv_async_t *a)
         bp->cap = c->side[RELAY_CLIENT].cap;
         bp->client_flags = c->side[RELAY_CLIENT].flags;
         bp->client_has_data = sock_has_data(c->side[RELAY_CLIENT].fd);
+        bp->client_can_read = side_can_read(&c->side[RELAY_CLIENT]);
         bp->to_upstream = c->stats.bytes_to_upstream;
     }
     uv_close((uv_handle_t *)a, NULL);
@@ -1125,10 +1450,14 @@ static void do_backpressure(bool no_splice, size_t chunk, int pipe_limit)
     assert_int_equal(bp.live, 1);
     assert_true(bp.pending <= RELAY_BUFFER_DEFAULT);
     assert_true(bp.cap <= RELAY_BUFFER_DEFAULT);
-    /* Not reading while bytes wait (a zero window can stall the client with
-     * the relay's socket empty: then reading is right). */
-    assert_false((bp.client_flags & RELAY_F_READING) && bp.client_has_data);
+    /* Bytes wait in the relay's client socket and no new edge will come for
+     * them: the relay must remember that the socket is readable, or it would
+     * never read it again once the server drains. */
     assert_true(bp.client_has_data);
+    assert_true(bp.client_flags & RELAY_F_RD_READY);
+    /* And it stopped reading for a reason: its buffer is full, or (splice)
+     * the pipe refused more. */
+    assert_true(!bp.client_can_read || (!no_splice && bp.pending > 0));
     assert_true(bp.to_upstream > 0);
     assert_true(bp.to_upstream < client.stalled_at);
     assert_true(bp.cpu_ns < 50 * 1000000u);
@@ -1334,8 +1663,9 @@ static void test_idle_resources(void **state)
     assert_int_equal(fx.ends[RELAY_END_ABORTED], IDLE_N);
     assert_int_equal(ic.unallocated, IDLE_N);
     assert_int_equal(ic.nodelay, 2 * IDLE_N);
-    /* Per relay: the test's client socket, the accepted one, the upstream one. */
-    assert_int_equal(ic.fds_during - ic.fds_before, 3 * IDLE_N);
+    /* Per relay: the test's client socket, the accepted one, the upstream one;
+     * plus the epoll set all relays of the loop share. */
+    assert_int_equal(ic.fds_during - ic.fds_before, 3 * IDLE_N + 1);
     for (int i = 0; i < IDLE_N; i++)
         close(clients[i]);
     fx_fini(&fx);
@@ -1422,6 +1752,10 @@ int main(void)
         cmocka_unit_test(test_idle_timeout_copy),
         cmocka_unit_test(test_idle_activity_keeps_alive),
         cmocka_unit_test(test_idle_pipe_release),
+        cmocka_unit_test(test_switch_both_directions),
+        cmocka_unit_test(test_switch_half_close),
+        cmocka_unit_test(test_short_exchange_no_pipe),
+        cmocka_unit_test(test_budget_requeue),
         cmocka_unit_test(test_backpressure_splice),
         cmocka_unit_test(test_backpressure_copy),
         cmocka_unit_test(test_abort_all_splice),
