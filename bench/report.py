@@ -15,6 +15,7 @@ LABEL = {
     "pcl-nosplice": "portcullis --no-splice (copy path)",
     "haproxy": "HAProxy (TCP, nbthread 1)",
     "haproxy-splice": "HAProxy (TCP, nbthread 1, splice-auto)",
+    "haproxy-log": "HAProxy (TCP, nbthread 1, one journal line per connection)",
 }
 
 

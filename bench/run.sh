@@ -12,9 +12,11 @@
 # BENCH_CONC     connections in flight for the connection rate (default 8)
 # BENCH_IDLE     idle connections for the memory figure (default 1000)
 # BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice
+#                haproxy-log
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
 #                (auto: the journal when systemd-journald runs, else stderr to a file)
-# BENCH_OUT      where the Markdown table goes (default bench/results.md)
+# BENCH_OUT      where the Markdown table goes (default bench/results.md; only its
+#                "tcp" section is replaced, run-http.sh's "http" section stays)
 #
 # Traffic goes only to addresses this script assigns inside namespaces it
 # creates (a free /24 of 198.19.0.0/16, inside the blackholed 198.18.0.0/15).
@@ -29,7 +31,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECS:-5}
 CONC=${BENCH_CONC:-8}
 IDLE_N=${BENCH_IDLE:-1000}
-MODES=${BENCH_MODES:-"noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice"}
+MODES=${BENCH_MODES:-"noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice haproxy-log"}
 EVENTS=${BENCH_EVENTS:-auto}
 OUT=${BENCH_OUT:-$HERE/results.md}
 
@@ -115,11 +117,12 @@ cc -O2 -Wall -o "$TB" "$HERE/tcpbench.c" || die "cannot compile tcpbench.c"
 chmod 755 "$TB"
 
 # ---- addresses: a /24 of 198.19.0.0/16 that nothing on the host uses ----
-# B: upstream link, B+1: no-proxy client, B+2: HAProxy client, B+3: HAProxy+splice client
+# B: upstream link, B+1: no-proxy client, B+2: HAProxy client, B+3: HAProxy+splice client,
+# B+4: HAProxy with a journal line per connection
 NET=
-for b in $(seq 200 4 248); do
+for b in $(seq 200 5 245); do
     used=
-    for k in 0 1 2 3; do
+    for k in 0 1 2 3 4; do
         if ip -4 addr show | grep -q "inet 198\.19\.$((b + k))\." ||
             ip -4 route show table all | grep -q "198\.19\.$((b + k))\."; then used=1; fi
     done
@@ -289,10 +292,11 @@ YAML
 }
 
 # ---- HAProxy: REDIRECT from its own client link, original destination ----
-setup_haproxy() { # MODE IDX [extra defaults line]
-    local mode=$1 idx=$2 extra=${3:-} ns hif net cfg
+setup_haproxy() { # MODE IDX [extra defaults line] [extra global line]
+    local mode=$1 idx=$2 extra=${3:-} extra_global=${4:-} ns hif net cfg
     ns=pclb-$mode-$ID
     ns=${ns/haproxy-splice/hs}
+    ns=${ns/haproxy-log/hl}
     ns=${ns/haproxy/hp}
     hif=pbh$idx$ID
     hif=${hif:0:15}
@@ -309,6 +313,7 @@ setup_haproxy() { # MODE IDX [extra defaults line]
 global
     nbthread 1
     maxconn 3000
+$extra_global
 
 defaults
     mode tcp
@@ -342,6 +347,10 @@ for m in $MODES; do
     pcl-nosplice) setup_pcl pcl-nosplice --no-splice ;;
     haproxy) setup_haproxy haproxy 2 ;;
     haproxy-splice) setup_haproxy haproxy-splice 3 "    option splice-auto" ;;
+    # One log line per connection into the journal, as portcullis writes one
+    # event per decision: the like-for-like comparison of connection rates.
+    haproxy-log) setup_haproxy haproxy-log 4 "    log global
+    option tcplog" "    log /run/systemd/journal/dev-log local0 info" ;;
     *) die "unknown mode '$m'" ;;
     esac
 done
@@ -455,6 +464,7 @@ done
 } >"$D/env"
 
 python3 "$HERE/report.py" "$RES" "$D/env" "$NOTES" "$IDLE_N" $MODES >"$D/table.md" || die "report failed"
-cp "$D/table.md" "$OUT"
+# only its own section of the file: run-http.sh's tables stay
+python3 "$HERE/mdsection.py" "$OUT" tcp "$D/table.md" || die "cannot write $OUT"
 cat "$D/table.md"
 log "table written to $OUT"

@@ -9,6 +9,14 @@
  *                       (the server closes first, so TIME_WAIT stays on the
  *                       server and the client never runs out of ports)
  *         PORT+2  echo: echo until EOF (held open by `idle`)
+ *         PORT+3  http: HTTP/1.1, keep-alive and pipelining; every request
+ *                       head gets a fixed 200 with a 13-byte body
+ *                       ("Connection: close" in the request: the same 200
+ *                       with "Connection: close", then the server closes
+ *                       first); "Upgrade: websocket" with "Connection:
+ *                       upgrade": a 101, after which the connection is a
+ *                       sink as on PORT (read until EOF, answer the byte
+ *                       count).  Requests with a body get a 400 and a close.
  *       SIGUSR1 writes the counters to STATSFILE (proof that the flows of a
  *       mode really reached this server).
  *   tcpbench bulk ADDR PORT SECONDS
@@ -23,6 +31,19 @@
  *       them until stdin reaches EOF, close them.
  *   tcpbench ping ADDR PORT
  *       One crr exchange (readiness probe).
+ *   tcpbench hcrr ADDR PORT SECONDS CONCURRENCY HOST
+ *       As crr, against the http port: each connection sends one
+ *       "GET / HTTP/1.1" with "Host: HOST" and "Connection: close", reads the
+ *       response until the server's FIN and needs a 200; prints
+ *       "conn/s done errors".
+ *   tcpbench hping ADDR PORT HOST
+ *       One hcrr exchange (readiness probe).
+ *   tcpbench wsbulk ADDR PORT SECONDS HOST
+ *       The WebSocket opening handshake (GET /ws with Upgrade: websocket,
+ *       Connection: Upgrade, Host: HOST), needs a 101, then bulk as `bulk`
+ *       in masked binary frames of 128 KiB (prebuilt: the client spends
+ *       nothing on framing); the clock starts after the 101.  Prints
+ *       "Gbit/s bytes seconds".
  *
  * Every client has deadlines: a stalled relay makes it fail (exit 1 with a
  * message), never hang.
@@ -145,15 +166,29 @@ static void raise_nofile(void)
 
 /* ---- server ---- */
 
-enum { SRV_SINK, SRV_CRR, SRV_ECHO, SRV_N };
+enum { SRV_SINK, SRV_CRR, SRV_ECHO, SRV_HTTP, SRV_N };
+
+#define HTTP_IN_MAX 8192
+#define HTTP_OUT_MAX 32768
+
+/* State of a connection on the http port (freed when it becomes a sink). */
+struct http_state {
+    size_t in_len, out_len, out_off;
+    int want_out;      /* waiting for EPOLLOUT to finish the output */
+    int close_after;   /* close once the output is written */
+    int upgrade_after; /* become a sink once the 101 is written */
+    char in[HTTP_IN_MAX];
+    char out[HTTP_OUT_MAX];
+};
 
 struct conn {
     int fd;
     int kind;
     uint64_t bytes;
+    struct http_state *h;
 };
 
-static uint64_t srv_conns[SRV_N], srv_bytes;
+static uint64_t srv_conns[SRV_N], srv_bytes, srv_http_reqs, srv_ws_upgrades;
 
 static void write_stats(const char *path)
 {
@@ -162,9 +197,13 @@ static void write_stats(const char *path)
     FILE *f = fopen(tmp, "w");
     if (!f)
         return;
-    fprintf(f, "sink_conns %llu\nsink_bytes %llu\ncrr_conns %llu\necho_conns %llu\n",
+    fprintf(f,
+            "sink_conns %llu\nsink_bytes %llu\ncrr_conns %llu\necho_conns %llu\n"
+            "http_conns %llu\nhttp_reqs %llu\nws_upgrades %llu\n",
             (unsigned long long)srv_conns[SRV_SINK], (unsigned long long)srv_bytes,
-            (unsigned long long)srv_conns[SRV_CRR], (unsigned long long)srv_conns[SRV_ECHO]);
+            (unsigned long long)srv_conns[SRV_CRR], (unsigned long long)srv_conns[SRV_ECHO],
+            (unsigned long long)srv_conns[SRV_HTTP], (unsigned long long)srv_http_reqs,
+            (unsigned long long)srv_ws_upgrades);
     fclose(f);
     rename(tmp, path);
 }
@@ -173,6 +212,7 @@ static void conn_close(int ep, struct conn *c)
 {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
+    free(c->h);
     free(c);
 }
 
@@ -216,6 +256,166 @@ static void serve_conn(int ep, struct conn *c, char *buf, size_t bufsz)
             conn_close(ep, c);
             return;
         }
+    }
+}
+
+/* ---- the http port ---- */
+
+#define BODY "hello, world\n"
+static const char RESP_200[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 13\r\n\r\n" BODY;
+static const char RESP_200_CLOSE[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 13\r\nConnection: close\r\n\r\n" BODY;
+static const char RESP_400[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+/* The accept value of RFC 6455's example key, which the clients send. */
+static const char RESP_101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+
+static int has_ci(const char *s, size_t n, const char *tok)
+{
+    size_t tl = strlen(tok);
+    for (size_t i = 0; i + tl <= n; i++)
+        if (strncasecmp(s + i, tok, tl) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether a header field NAME is in the head (and, with TOKEN, whether its
+ * value contains TOKEN, case-insensitively: enough for the clients here). */
+static int head_field(const char *head, size_t len, const char *name, const char *token)
+{
+    size_t nl = strlen(name);
+    const char *p = memchr(head, '\n', len), *end = head + len;
+    while (p && p + 1 < end) {
+        const char *line = p + 1;
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (!eol)
+            break;
+        if ((size_t)(eol - line) > nl && strncasecmp(line, name, nl) == 0 && line[nl] == ':')
+            if (!token || has_ci(line + nl + 1, (size_t)(eol - line - nl - 1), token))
+                return 1;
+        p = eol;
+    }
+    return 0;
+}
+
+/* Queue the responses of the complete request heads in the input. */
+static void http_process(struct conn *c)
+{
+    struct http_state *h = c->h;
+    size_t off = 0;
+    while (!h->close_after && !h->upgrade_after) {
+        char *end = memmem(h->in + off, h->in_len - off, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        const char *head = h->in + off;
+        size_t hlen = (size_t)(end + 4 - head);
+        const char *resp = RESP_200;
+        size_t rlen = sizeof(RESP_200) - 1;
+        int close_after = 0, upgrade_after = 0;
+        if (head_field(head, hlen, "content-length", NULL) ||
+            head_field(head, hlen, "transfer-encoding", NULL)) {
+            resp = RESP_400, rlen = sizeof(RESP_400) - 1, close_after = 1;
+        } else if (head_field(head, hlen, "upgrade", "websocket") &&
+                   head_field(head, hlen, "connection", "upgrade")) {
+            resp = RESP_101, rlen = sizeof(RESP_101) - 1, upgrade_after = 1;
+        } else if (head_field(head, hlen, "connection", "close")) {
+            resp = RESP_200_CLOSE, rlen = sizeof(RESP_200_CLOSE) - 1, close_after = 1;
+        }
+        if (h->out_len + rlen > HTTP_OUT_MAX)
+            break; /* after this output is written */
+        memcpy(h->out + h->out_len, resp, rlen);
+        h->out_len += rlen;
+        off += hlen;
+        srv_http_reqs++;
+        srv_ws_upgrades += (uint64_t)upgrade_after;
+        h->close_after = close_after;
+        h->upgrade_after = upgrade_after;
+    }
+    memmove(h->in, h->in + off, h->in_len - off);
+    h->in_len -= off;
+}
+
+/* 1: all written, 0: the socket is full, -1: error. */
+static int http_flush(struct conn *c)
+{
+    struct http_state *h = c->h;
+    while (h->out_off < h->out_len) {
+        ssize_t w = write(c->fd, h->out + h->out_off, h->out_len - h->out_off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return 0;
+        if (w <= 0)
+            return -1;
+        h->out_off += (size_t)w;
+    }
+    h->out_off = h->out_len = 0;
+    return 1;
+}
+
+static void http_want_out(int ep, struct conn *c, int on)
+{
+    struct epoll_event ev = {.events = on ? EPOLLOUT : EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->h->want_out = on;
+}
+
+static void serve_conn(int ep, struct conn *c, char *buf, size_t bufsz);
+
+/* Level-triggered: one read per readiness event, then the responses of every
+ * complete head in one write. */
+static void serve_http(int ep, struct conn *c, char *buf, size_t bufsz)
+{
+    struct http_state *h = c->h;
+    if (!h->want_out) {
+        if (h->in_len == HTTP_IN_MAX) { /* a head over 8 KiB */
+            conn_close(ep, c);
+            return;
+        }
+        ssize_t r = read(c->fd, h->in + h->in_len, HTTP_IN_MAX - h->in_len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            return;
+        if (r <= 0) {
+            conn_close(ep, c);
+            return;
+        }
+        h->in_len += (size_t)r;
+    }
+    for (;;) {
+        http_process(c);
+        int f = http_flush(c);
+        if (f < 0) {
+            conn_close(ep, c);
+            return;
+        }
+        if (f == 0) {
+            if (!h->want_out)
+                http_want_out(ep, c, 1);
+            return;
+        }
+        if (h->want_out)
+            http_want_out(ep, c, 0);
+        if (h->close_after) {
+            conn_close(ep, c);
+            return;
+        }
+        if (h->upgrade_after) {
+            /* Whatever follows the request head is the new protocol: the
+             * connection is a sink from here on, its bytes counted. */
+            c->kind = SRV_SINK;
+            c->bytes = h->in_len;
+            srv_bytes += h->in_len;
+            free(h);
+            c->h = NULL;
+            serve_conn(ep, c, buf, bufsz);
+            return;
+        }
+        if (!memmem(h->in, h->in_len, "\r\n\r\n", 4))
+            return;
     }
 }
 
@@ -272,6 +472,13 @@ static int cmd_server(const char *addr, const char *port, const char *stats)
                     c->fd = fd;
                     c->kind = k;
                     srv_conns[k]++;
+                    if (k == SRV_HTTP) {
+                        int one = 1;
+                        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                        c->h = malloc(sizeof(*c->h));
+                        c->h->in_len = c->h->out_len = c->h->out_off = 0;
+                        c->h->want_out = c->h->close_after = c->h->upgrade_after = 0;
+                    }
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
                 }
@@ -283,7 +490,11 @@ static int cmd_server(const char *addr, const char *port, const char *stats)
                         return 0;
                 }
             } else {
-                serve_conn(ep, evs[i].data.ptr, buf, bufsz);
+                struct conn *c = evs[i].data.ptr;
+                if (c->kind == SRV_HTTP)
+                    serve_http(ep, c, buf, bufsz);
+                else
+                    serve_conn(ep, c, buf, bufsz);
             }
         }
     }
@@ -291,23 +502,21 @@ static int cmd_server(const char *addr, const char *port, const char *stats)
 
 /* ---- clients ---- */
 
-static int cmd_bulk(const char *addr, const char *port, const char *secs)
+/* Write BUF (BULK_CHUNK bytes, repeated) for SECONDS, never stopping inside
+ * a chunk, half-close, wait for the server's count; print the rate. */
+static int bulk_stream(int fd, long seconds, const char *buf)
 {
-    struct sockaddr_in sa = parse_addr(addr, port);
-    long seconds = parse_num(secs, 1, 3600);
-    set_deadline((unsigned)seconds + 3 * IO_TIMEOUT_S);
-    int fd = connect_blocking(&sa);
-    char *buf = malloc(BULK_CHUNK);
-    memset(buf, 'b', BULK_CHUNK);
     uint64_t sent = 0;
+    size_t off = 0;
     int64_t t0 = now_ns(), end = t0 + seconds * 1000000000LL;
-    while (now_ns() < end) {
-        ssize_t w = write(fd, buf, BULK_CHUNK);
+    while (off != 0 || now_ns() < end) {
+        ssize_t w = write(fd, buf + off, BULK_CHUNK - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
             die("write: %s", errno == EAGAIN ? "timed out (stalled)" : strerror(errno));
         sent += (uint64_t)w;
+        off = (off + (size_t)w) % BULK_CHUNK;
     }
     if (shutdown(fd, SHUT_WR) < 0)
         die("shutdown: %s", strerror(errno));
@@ -326,14 +535,114 @@ static int cmd_bulk(const char *addr, const char *port, const char *secs)
     return 0;
 }
 
+static int cmd_bulk(const char *addr, const char *port, const char *secs)
+{
+    struct sockaddr_in sa = parse_addr(addr, port);
+    long seconds = parse_num(secs, 1, 3600);
+    set_deadline((unsigned)seconds + 3 * IO_TIMEOUT_S);
+    int fd = connect_blocking(&sa);
+    char *buf = malloc(BULK_CHUNK);
+    memset(buf, 'b', BULK_CHUNK);
+    return bulk_stream(fd, seconds, buf);
+}
+
+static const char *check_host(const char *host)
+{
+    if (strlen(host) > 255 || strpbrk(host, "\r\n "))
+        die("bad host '%s'", host);
+    return host;
+}
+
+/* Read a response head (up to the blank line) into buf; -1 on EOF/error. */
+static int read_head(int fd, char *buf, size_t cap)
+{
+    size_t got = 0;
+    while (got + 1 < cap) {
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+        buf[got] = '\0';
+        char *e = strstr(buf, "\r\n\r\n");
+        if (e) {
+            if ((size_t)(e + 4 - buf) != got)
+                die("%s", "bytes after the 101 head before the client sent anything");
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int cmd_wsbulk(const char *addr, const char *port, const char *secs, const char *host)
+{
+    struct sockaddr_in sa = parse_addr(addr, port);
+    long seconds = parse_num(secs, 1, 3600);
+    char req[1024], head[4096];
+    int n = snprintf(req, sizeof(req),
+                     "GET /ws HTTP/1.1\r\nHost: %s\r\nUser-Agent: tcpbench\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     check_host(host));
+    /* Masked binary frames, FIN set, 64-bit length, each filling a chunk. */
+    unsigned char *buf = malloc(BULK_CHUNK);
+    static const unsigned char mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    uint64_t payload = BULK_CHUNK - 14;
+    buf[0] = 0x82;
+    buf[1] = 0x80 | 127;
+    for (int i = 0; i < 8; i++)
+        buf[2 + i] = (unsigned char)(payload >> (56 - 8 * i));
+    memcpy(buf + 10, mask, 4);
+    for (uint64_t j = 0; j < payload; j++)
+        buf[14 + j] = (unsigned char)('b' ^ mask[j % 4]);
+    set_deadline((unsigned)seconds + 3 * IO_TIMEOUT_S);
+    int fd = connect_blocking(&sa);
+    if (write(fd, req, (size_t)n) != n)
+        die("write: %s", strerror(errno));
+    if (read_head(fd, head, sizeof(head)) < 0)
+        die("%s", "no complete response to the upgrade request");
+    if (strncmp(head, "HTTP/1.1 101 ", 13) != 0) {
+        head[strcspn(head, "\r\n")] = '\0';
+        die("upgrade refused: %s", head);
+    }
+    return bulk_stream(fd, seconds, (const char *)buf);
+}
+
 enum { CRR_CONNECTING, CRR_WAITING };
 
 struct crr_slot {
     int fd;
     int state;
     int got;
+    char head[12]; /* the first bytes of the response */
     int64_t started;
 };
+
+/* What a crr exchange sends, and whether the answer is HTTP (a 200) or the
+ * single byte of the crr port. */
+static const char *crr_req = "x";
+static size_t crr_req_len = 1;
+static int crr_http;
+
+static void crr_set_http(const char *host)
+{
+    static char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: tcpbench\r\n"
+                     "Connection: close\r\n\r\n",
+                     check_host(host));
+    crr_req = req;
+    crr_req_len = (size_t)n;
+    crr_http = 1;
+}
+
+static int crr_response_ok(int got, const char *head)
+{
+    if (!crr_http)
+        return got == 1;
+    return got >= 12 && memcmp(head, "HTTP/1.1 200", 12) == 0;
+}
 
 static int crr_open(int ep, const struct sockaddr_in *sa, struct crr_slot *s, uint32_t idx)
 {
@@ -370,22 +679,27 @@ static int crr_step(int ep, struct crr_slot *s, uint32_t idx)
         getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err)
             return -1;
-        if (write(s->fd, "x", 1) != 1)
+        /* a small request into an empty send buffer: written whole */
+        if (write(s->fd, crr_req, crr_req_len) != (ssize_t)crr_req_len)
             return -1;
         s->state = CRR_WAITING;
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = idx};
         epoll_ctl(ep, EPOLL_CTL_MOD, s->fd, &ev);
         return 0;
     }
-    char b[16];
+    char b[512];
     for (;;) {
         ssize_t r = read(s->fd, b, sizeof(b));
         if (r > 0) {
+            if (s->got < (int)sizeof(s->head)) {
+                size_t k = sizeof(s->head) - (size_t)s->got;
+                memcpy(s->head + s->got, b, (size_t)r < k ? (size_t)r : k);
+            }
             s->got += (int)r;
             continue;
         }
-        if (r == 0)
-            return s->got == 1 ? 1 : -1; /* response, then the server's FIN */
+        if (r == 0) /* response, then the server's FIN */
+            return crr_response_ok(s->got, s->head) ? 1 : -1;
         if (errno == EINTR)
             continue;
         return errno == EAGAIN ? 0 : -1;
@@ -500,6 +814,34 @@ static int cmd_ping(const char *addr, const char *port)
     return 0;
 }
 
+static int cmd_hping(const char *addr, const char *port, const char *host)
+{
+    struct sockaddr_in sa = parse_addr(addr, port);
+    char resp[4096];
+    size_t got = 0;
+    crr_set_http(host);
+    set_deadline(IO_TIMEOUT_S);
+    int fd = connect_blocking(&sa);
+    if (write(fd, crr_req, crr_req_len) != (ssize_t)crr_req_len)
+        die("write: %s", strerror(errno));
+    for (;;) { /* until the server's FIN */
+        ssize_t r = read(fd, resp + got, sizeof(resp) - 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("read: %s", strerror(errno));
+        if (r == 0 || (got += (size_t)r) == sizeof(resp) - 1)
+            break;
+    }
+    resp[got] = '\0';
+    if (!crr_response_ok((int)got, resp)) {
+        resp[strcspn(resp, "\r\n")] = '\0';
+        die("not a 200: '%s'", resp);
+    }
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -514,8 +856,18 @@ int main(int argc, char **argv)
         return cmd_idle(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(argv[1], "ping") == 0)
         return cmd_ping(argv[2], argv[3]);
+    if (argc == 7 && strcmp(argv[1], "hcrr") == 0) {
+        crr_set_http(argv[6]);
+        return cmd_crr(argv[2], argv[3], argv[4], argv[5]);
+    }
+    if (argc == 5 && strcmp(argv[1], "hping") == 0)
+        return cmd_hping(argv[2], argv[3], argv[4]);
+    if (argc == 6 && strcmp(argv[1], "wsbulk") == 0)
+        return cmd_wsbulk(argv[2], argv[3], argv[4], argv[5]);
     fprintf(stderr,
             "usage: tcpbench server ADDR PORT STATSFILE | bulk ADDR PORT SECONDS |\n"
-            "       crr ADDR PORT SECONDS CONCURRENCY | idle ADDR PORT N | ping ADDR PORT\n");
+            "       crr ADDR PORT SECONDS CONCURRENCY | idle ADDR PORT N | ping ADDR PORT |\n"
+            "       hcrr ADDR PORT SECONDS CONCURRENCY HOST | hping ADDR PORT HOST |\n"
+            "       wsbulk ADDR PORT SECONDS HOST\n");
     return 2;
 }
