@@ -381,18 +381,17 @@ static void test_ocsf(void **state)
     assert_non_null(strstr(o, "\"type_uid\":400101,"));
     assert_non_null(strstr(o, "\"time\":1796025600123,"));
     assert_non_null(strstr(o, "\"severity_id\":3,"));
-    assert_non_null(strstr(o, "\"status\":\"Failure\""));
-    assert_non_null(strstr(o, "\"action_id\":2,\"action\":\"Denied\""));
-    assert_non_null(strstr(o, "\"disposition_id\":2,\"disposition\":\"Blocked\""));
+    assert_non_null(strstr(o, "\"status_id\":2,\"action_id\":2,\"disposition_id\":2,"));
     assert_non_null(strstr(o, "\"dst_endpoint\":{\"ip\":\"198.18.0.10\",\"port\":8080}"));
     assert_non_null(
         strstr(o, "\"actor\":{\"process\":{\"pid\":4242,\"file\":{\"path\":\"/usr/bin/curl\""));
-    assert_non_null(strstr(o, "\"connection_info\":{\"protocol_name\":\"tcp\""));
-    assert_non_null(strstr(o, "\"product\":{\"name\":\"portcullis\",\"vendor_name\":"
-                              "\"portcullis\"}"));
+    assert_non_null(strstr(o, "\"connection_info\":{\"protocol_num\":6}"));
+    assert_non_null(strstr(o, "\"product\":{\"name\":\"portcullis\"}"));
+    /* small enough that journald stores it uncompressed (it compresses > 512 bytes) */
+    assert_true(strlen(o) < 512);
+    assert_null(strstr(o, "\"message\""));
     assert_non_null(strstr(o, "\"version\":\"1.1.0\""));
-    assert_non_null(
-        strstr(o, "\"unmapped\":{\"sandbox\":\"agent-1\",\"event\":\"NET:OPEN\",\"reason\":"));
+    assert_non_null(strstr(o, "\"unmapped\":{\"sandbox\":\"agent-1\",\"reason\":"));
     assert_null(strstr(o, "src_endpoint"));
     assert_null(strstr(o, "http_request"));
 
@@ -408,11 +407,9 @@ static void test_ocsf(void **state)
     assert_non_null(strstr(o, "\"activity_id\":3,"));
     assert_non_null(strstr(o, "\"type_uid\":400203,"));
     assert_non_null(strstr(o, "\"severity_id\":1,"));
-    assert_non_null(strstr(o, "\"status\":\"Success\""));
-    assert_non_null(strstr(o, "\"action_id\":1,\"action\":\"Allowed\""));
-    assert_non_null(strstr(o, "\"disposition_id\":1,\"disposition\":\"Allowed\""));
-    assert_non_null(strstr(o, "\"http_request\":{\"http_method\":\"GET\",\"url\":{\"hostname\":"
-                              "\"api.github.com\",\"path\":\"/x\",\"port\":8080}}"));
+    assert_non_null(strstr(o, "\"status_id\":1,\"action_id\":1,\"disposition_id\":1,"));
+    assert_non_null(
+        strstr(o, "\"http_request\":{\"http_method\":\"GET\",\"url\":{\"path\":\"/x\"}}"));
     assert_non_null(strstr(o, "\"hostname\":\"api.github.com\"}"));
 
     ev.action = EVENT_ACTION_AUDIT;
@@ -423,7 +420,7 @@ static void test_ocsf(void **state)
     o = ocsf(&ev);
     assert_non_null(strstr(o, "\"type_uid\":400106,"));
     assert_non_null(strstr(o, "\"severity_id\":2,"));
-    assert_non_null(strstr(o, "\"disposition_id\":17,\"disposition\":\"Logged\""));
+    assert_non_null(strstr(o, "\"disposition_id\":17"));
     assert_non_null(strstr(o, "\"action_id\":1,"));
 
     ev.action = EVENT_ACTION_DENIED;
