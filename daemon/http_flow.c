@@ -170,10 +170,11 @@ static int hf_flush(struct http_flow *h, int d)
     return 0;
 }
 
-/* Move the first n bytes of `in` to `out` (out is empty whenever this runs). */
+/* Move the first n bytes of `in` to `out` (out is empty whenever this runs;
+ * both hold HF_BUF_SIZE). */
 static void hf_clear(struct hf_dir *dir, size_t n)
 {
-    if (!n)
+    if (!n || dir->out_len + n > HF_BUF_SIZE)
         return;
     memcpy(dir->out + dir->out_len, dir->in, n);
     dir->out_len += n;
@@ -261,10 +262,11 @@ static bool hf_inspect(struct http_flow *h, int d)
         break;
     case HTTP_OUTCOME_UPGRADED:
         /* The 101 head is cleared; what follows it and whatever the client
-         * sent meanwhile are raw bytes now. */
+         * sent meanwhile are raw bytes now.  They stay in `in` and move on
+         * (in order) once each `out` has drained: `out` may still hold bytes,
+         * so moving them here could overrun it. */
         h->raw = true;
-        hf_clear(dir, dir->in_len);
-        hf_clear(&h->dir[HF_CLIENT], h->dir[HF_CLIENT].in_len);
+        h->request_blocked = false;
         h->dir[HF_CLIENT].stalled = h->dir[HF_UPSTREAM].stalled = false;
         hf_event(h, "HTTP:UPGRADE", EVENT_ACTION_ALLOWED, "allow_upgrade", EVENT_SEVERITY_INFO,
                  NULL, NULL, NULL, "switched to raw relay after 101");
