@@ -87,6 +87,13 @@ check "the 101 and the first frame in one write ($out)" [ "$out" = "$(printf 'fi
 out=$("$PORTCULLIS" exec web -- python3 "$HELPERS/rawhttp.py" "$UP4" 8090 'GET /ws/x HTTP/1.1\r\nHost: up.test\r\n\r\n')
 check "a path outside the rules is refused on the WebSocket endpoint" grep -q "403 Forbidden" <<<"$out"
 
+# A client that sends its first frame right behind the upgrade request,
+# before the 101: the frame waits, then goes on raw, once.
+out=$("$PORTCULLIS" exec web -- python3 "$HELPERS/rawhttp.py" "$UP4" 8090 \
+    'GET /ws HTTP/1.1\r\nHost: up.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x85\x00\x00\x00\x00early\x88\x80\x00\x00\x00\x00')
+check "bytes sent before the 101 arrive after it, once" [ "$(grep -ao early <<<"$out" | wc -l)" = 1 ]
+check "  after the 101 head" grep -q "^HTTP/1.1 101" <<<"$out"
+
 # Unsolicited 101: the ws server answers a plain GET with 101.
 out=$("$PORTCULLIS" exec web -- python3 "$HELPERS/rawhttp.py" "$UP4" 8090 'GET /ws HTTP/1.1\r\nHost: up.test\r\n\r\n')
 check "an unsolicited 101 never reaches the client" [ -z "$out" ]
