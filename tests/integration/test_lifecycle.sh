@@ -221,6 +221,17 @@ ok=0
 for i in 1 2 3 4; do [ "$(cat "$T_DIR/par$i")" = "ok GET /par$i port 8080" ] && ok=$((ok + 1)); done
 check "4 concurrent runs side by side ($ok/4)" [ $ok -eq 4 ]
 
+# --- the daemon dies under a running command: warning, command goes on ---
+"$PORTCULLIS" run --name life-dd --policy "$POL" -- sh -c 'sleep 2.5; exit 5' 2>"$T_DIR/dd.err" &
+rp=$!
+wait_ack life-dd
+stop_daemon
+wait $rp
+rc=$?
+check "the command keeps running and its status comes back ($rc)" [ $rc -eq 5 ]
+check "  with a warning that the daemon is gone" grep -q "no longer running" "$T_DIR/dd.err"
+start_daemon
+
 # --- nothing left behind ---
 stop_daemon
 sleep 0.2
