@@ -51,8 +51,9 @@ struct sandbox {
     uint64_t conf_mtime_ns;        /* of sandbox.conf, to notice a re-created sandbox */
     /* Process lookup in netns_fd's namespace; NULL: none (or --no-ident). */
     struct ident_ctx *ident;
-    size_t n_flows;   /* relaying or pending, against max_flows_per_sandbox */
-    size_t n_pending; /* deciding or being identified */
+    size_t n_flows;      /* relaying or pending, against max_flows_per_sandbox */
+    size_t n_pending;    /* deciding or being identified */
+    size_t n_http_flows; /* inspected flows (each holds its buffers) */
     unsigned refs;
     bool removed;
     bool seen;

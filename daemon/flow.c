@@ -285,6 +285,11 @@ static void flow_peek_start(struct flow *f)
 static void flow_start_inspection(struct flow *f)
 {
     struct http_flow *h;
+    if (f->sb->n_http_flows >= HTTP_FLOW_MAX_PER_SANDBOX) {
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "connection_limit";
+        return;
+    }
     struct http_flow_params p = {
         .client_fd = f->fd,
         .sb = f->sb,

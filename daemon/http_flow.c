@@ -123,6 +123,7 @@ static void on_handle_closed(uv_handle_t *handle)
     http_inspector_free(h->insp);
     policy_ref_put(h->pol);
     n_http_flows--;
+    h->sb->n_http_flows--;
     h->sb->n_flows--;
     sandbox_unref(h->sb);
     free(h);
@@ -176,6 +177,16 @@ static void hf_clear(struct hf_dir *dir, size_t n)
 {
     if (!n || dir->out_len + n > HF_BUF_SIZE)
         return;
+    if (!dir->out_len && n == dir->in_len) {
+        /* All of it (a whole request, or raw bytes after a 101): swap the
+         * buffers instead of copying. */
+        uint8_t *t = dir->out;
+        dir->out = dir->in;
+        dir->in = t;
+        dir->out_len = n;
+        dir->in_len = 0;
+        return;
+    }
     memcpy(dir->out + dir->out_len, dir->in, n);
     dir->out_len += n;
     memmove(dir->in, dir->in + n, dir->in_len - n);
@@ -646,6 +657,7 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
     uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
     uv_timer_start(&h->timer, on_timer, ct, 0);
     n_http_flows++;
+    h->sb->n_http_flows++;
     if (ret)
         *ret = h;
     return 0;

@@ -11,6 +11,10 @@
 
 struct http_flow;
 
+/* Inspected flows hold about 256 KiB of buffers each: bound them per
+ * sandbox so one sandbox cannot make the daemon allocate without limit. */
+#define HTTP_FLOW_MAX_PER_SANDBOX 1024
+
 struct http_flow_params {
     int client_fd; /* accepted and non-blocking; owned by the flow on success */
     struct sandbox *sb;
