@@ -4,7 +4,8 @@
 usage: report.py RESULTS.tsv ENV NOTES IDLE_N MODE...
 RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm), round, value or "fail".
 """
-import statistics
+
+from results import Results, ratio
 import sys
 import time
 
@@ -23,37 +24,8 @@ def main():
     res_path, env_path, notes_path, idle_n = sys.argv[1:5]
     modes = sys.argv[5:]
     idle_n = int(idle_n)
-    raw = {}
-    for line in open(res_path):
-        mode, metric, rnd, value = line.rstrip("\n").split("\t")
-        raw.setdefault((mode, metric), []).append(value)
-
-    def runs(mode, metric):
-        vals = raw.get((mode, metric), [])
-        ok = [float(v) for v in vals if v != "fail"]
-        return ok, len(vals)
-
-    def median(mode, metric):
-        ok, _ = runs(mode, metric)
-        return statistics.median(ok) if ok else None
-
-    def cell(mode, metric, fmt):
-        ok, n = runs(mode, metric)
-        if n == 0:
-            return "—"
-        if not ok:
-            return "failed"
-        s = fmt(statistics.median(ok))
-        if len(ok) > 1:
-            s += f" ({fmt(min(ok))}–{fmt(max(ok))})"
-        if len(ok) < n:
-            s += f" [{n - len(ok)} of {n} failed]"
-        return s
-
-    def ratio(a, b):
-        if a is None or b is None or b == 0:
-            return "—"
-        return f"{a / b:.2f}×"
+    res = Results(res_path)
+    runs, median, cell = res.runs, res.median, res.cell
 
     gbps = lambda v: f"{v:.2f}"
     cps = lambda v: f"{v:,.0f}"

@@ -11,7 +11,8 @@ usage: report_http.py wrk WRK-OUTPUT
            round, value or "fail"
 """
 import re
-import statistics
+
+from results import Results, ratio
 import sys
 import time
 
@@ -54,36 +55,8 @@ def parse_wrk(path):
 
 
 def report(res_path, env_path, notes_path, modes):
-    raw = {}
-    for line in open(res_path):
-        mode, metric, rnd, value = line.rstrip("\n").split("\t")
-        raw.setdefault((mode, metric), []).append(value)
-
-    def runs(mode, metric):
-        vals = raw.get((mode, metric), [])
-        return [float(v) for v in vals if v != "fail"], len(vals)
-
-    def median(mode, metric):
-        ok, _ = runs(mode, metric)
-        return statistics.median(ok) if ok else None
-
-    def cell(mode, metric, fmt):
-        ok, n = runs(mode, metric)
-        if n == 0:
-            return "—"
-        if not ok:
-            return "failed"
-        s = fmt(statistics.median(ok))
-        if len(ok) > 1:
-            s += f" ({fmt(min(ok))}–{fmt(max(ok))})"
-        if len(ok) < n:
-            s += f" [{n - len(ok)} of {n} failed]"
-        return s
-
-    def ratio(a, b):
-        if a is None or b is None or b == 0:
-            return "—"
-        return f"{a / b:.2f}×"
+    res = Results(res_path)
+    runs, median, cell = res.runs, res.median, res.cell
 
     num = lambda v: f"{v:,.0f}"
     gbps = lambda v: f"{v:.2f}"
