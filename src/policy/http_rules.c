@@ -48,6 +48,11 @@ bool policy_endpoint_inspect(const struct policy_endpoint *ep)
     return ep && ep->http;
 }
 
+enum policy_tls policy_endpoint_tls(const struct policy_endpoint *ep)
+{
+    return ep ? ep->tls : POLICY_TLS_AUTO;
+}
+
 bool policy_endpoint_allow_encoded_slash(const struct policy_endpoint *ep)
 {
     return ep && ep->http && ep->http->allow_encoded_slash;

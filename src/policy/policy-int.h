@@ -57,6 +57,7 @@ struct policy_endpoint {
     size_t n_ips;
     struct net_prefix *ips;   /* owned */
     struct http_config *http; /* owned; NULL unless `protocol: rest` */
+    enum policy_tls tls;      /* `tls:` as written; AUTO when absent */
     const char *policy_key;   /* the key of its policy, set once loading is done */
 };
 

@@ -395,6 +395,7 @@ enum endpoint_key {
     EK_RULES,
     EK_DENY_RULES,
     EK_ALLOW_ENCODED_SLASH,
+    EK_TLS,
     EK_MAX,
 };
 
@@ -409,10 +410,8 @@ static const char *const endpoint_keys[EK_MAX] = {
     [EK_RULES] = "rules",
     [EK_DENY_RULES] = "deny_rules",
     [EK_ALLOW_ENCODED_SLASH] = "allow_encoded_slash",
+    [EK_TLS] = "tls",
 };
-
-/* Fields of the format that later work implements: refused, not ignored. */
-static const char *const endpoint_later_keys[] = {"tls"};
 
 static int error_not_yet(struct parser *ps)
 {
@@ -820,7 +819,7 @@ static int parser_rules(struct parser *ps, struct http_config *c, bool deny)
 static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
 {
     bool seen[EK_MAX] = {false};
-    yaml_mark_t start = ps->ev.start_mark, protocol_mark = start, l7_mark = start;
+    yaml_mark_t start = ps->ev.start_mark, protocol_mark = start, l7_mark = start, tls_mark = start;
     const char *l7_key = NULL; /* the first field that needs protocol: rest */
     int r;
 
@@ -831,8 +830,6 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
             break;
         if ((r = parser_check_key(ps)) < 0)
             return r;
-        if (key_lookup(ps, endpoint_later_keys, ARRAY_SIZE(endpoint_later_keys)) >= 0)
-            return error_not_yet(ps);
         int k = key_lookup(ps, endpoint_keys, EK_MAX);
         if (k < 0)
             return error_unknown_field(ps);
@@ -939,6 +936,22 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
                                 quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
             }
             break;
+        case EK_TLS:
+            tls_mark = ps->ev.start_mark;
+            if ((r = parser_expect_scalar(ps, "tls", "`terminate` or `passthrough`")) < 0)
+                return r;
+            if (strcmp(ev_str(ps), "terminate") == 0) {
+                ep->tls = POLICY_TLS_TERMINATE;
+            } else if (strcmp(ev_str(ps), "passthrough") == 0 || strcmp(ev_str(ps), "skip") == 0) {
+                ep->tls = POLICY_TLS_PASSTHROUGH;
+            } else {
+                char q[64];
+                return error_at(
+                    ps, ps->ev.start_mark,
+                    "invalid tls `%s`: must be `terminate` or `passthrough` (alias `skip`)",
+                    quote(ev_str(ps), ev_len(ps), q, sizeof(q)));
+            }
+            break;
         case EK_MAX:
             break;
         }
@@ -951,6 +964,12 @@ static int parser_endpoint(struct parser *ps, struct policy_endpoint *ep)
         return error_at(ps, l7_mark, "`%s` needs `protocol: rest`", l7_key);
     if (seen[EK_PROTOCOL] && !seen[EK_ACCESS] && !seen[EK_RULES])
         return error_at(ps, protocol_mark, "`protocol: rest` needs `access` or `rules`");
+    /* Rules on encrypted bytes that are never decrypted would be a silent
+     * no-op: refuse the combination instead. */
+    if (seen[EK_PROTOCOL] && ep->tls == POLICY_TLS_PASSTHROUGH)
+        return error_at(ps, tls_mark,
+                        "`tls: passthrough` cannot be combined with `protocol: rest` "
+                        "(HTTP rules need `tls: terminate` to see the requests)");
     return 0;
 }
 
@@ -1374,6 +1393,8 @@ const char *policy_reason_name(enum policy_reason r)
         return "private_address";
     case POLICY_REASON_L7_RULE:
         return "l7_rule";
+    case POLICY_REASON_HOST_MISMATCH:
+        return "host_mismatch";
     default:
         return NULL;
     }
@@ -1404,7 +1425,8 @@ static bool host_wildcard_match(const struct policy_endpoint *ep, const char *h,
  */
 static enum policy_lookup host_match(const struct policy_endpoint *ep,
                                      const struct policy_flow *flow, policy_lookup_fn lookup,
-                                     void *ctx, const char **ret_asked)
+                                     void *ctx, const char **ret_asked, bool *ret_name_matched,
+                                     bool *ret_wildcard)
 {
     const char *h = flow->hostname;
 
@@ -1421,13 +1443,17 @@ static enum policy_lookup host_match(const struct policy_endpoint *ep,
         /* The name matched; the address must still be one of the name's. */
         *ret_asked = ep->kind == HOST_EXACT ? ep->host : h;
     } else {
-        if (ep->kind != HOST_EXACT)
+        if (ep->kind != HOST_EXACT) {
+            *ret_wildcard = true;
             return POLICY_LOOKUP_NO; /* a wildcard cannot be resolved */
+        }
         *ret_asked = ep->host;
     }
     if (!lookup)
         return POLICY_LOOKUP_NO;
     enum policy_lookup r = lookup(ctx, *ret_asked, &flow->dst);
+    if (h && r == POLICY_LOOKUP_NO)
+        *ret_name_matched = true;
     return r == POLICY_LOOKUP_YES || r == POLICY_LOOKUP_PENDING ? r : POLICY_LOOKUP_NO;
 }
 
@@ -1468,6 +1494,7 @@ void policy_decide(const struct policy *p, const struct policy_env *env, bool au
     const char *pending = NULL;
     const struct policy_entry *near = NULL, *audit = NULL;
     const struct policy_endpoint *near_ep = NULL, *audit_ep = NULL;
+    bool name_matched = false, wildcard = false;
 
     memset(ret, 0, sizeof(*ret));
     enum policy_addr_class cls = policy_classify_addr(&flow->dst, env);
@@ -1490,7 +1517,8 @@ void policy_decide(const struct policy *p, const struct policy_env *env, bool au
                 continue;
             if (ep->kind != HOST_NONE) {
                 const char *asked = NULL;
-                enum policy_lookup r = host_match(ep, flow, lookup, lookup_ctx, &asked);
+                enum policy_lookup r =
+                    host_match(ep, flow, lookup, lookup_ctx, &asked, &name_matched, &wildcard);
                 if (r == POLICY_LOOKUP_PENDING && !pending)
                     pending = asked;
                 if (r != POLICY_LOOKUP_YES)
@@ -1526,9 +1554,13 @@ void policy_decide(const struct policy *p, const struct policy_env *env, bool au
         return;
     }
     ret->verdict = audit_mode ? POLICY_AUDIT : POLICY_DENY;
+    ret->name_could_match = wildcard;
     if (near) {
         ret->reason = POLICY_REASON_PRIVATE_ADDRESS;
         decision_set_endpoint(ret, near, near_ep);
+    } else if (name_matched) {
+        ret->reason = POLICY_REASON_HOST_MISMATCH;
+        ret->name_mismatch = true;
     } else {
         ret->reason = POLICY_REASON_NO_MATCHING_POLICY;
     }

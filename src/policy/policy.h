@@ -119,12 +119,13 @@ enum policy_reason {
     POLICY_REASON_NO_MATCHING_POLICY,
     POLICY_REASON_ALWAYS_BLOCKED_ADDRESS,
     POLICY_REASON_PRIVATE_ADDRESS,
-    POLICY_REASON_L7_RULE, /* an HTTP request refused by an inspected endpoint */
+    POLICY_REASON_L7_RULE,       /* an HTTP request refused by an inspected endpoint */
+    POLICY_REASON_HOST_MISMATCH, /* the flow's name (SNI, Host) contradicts its address */
     POLICY_REASON_MAX,
 };
 
-/* "no_matching_policy", "always_blocked_address", "private_address", "l7_rule";
- * NULL for NONE. */
+/* "no_matching_policy", "always_blocked_address", "private_address", "l7_rule",
+ * "host_mismatch"; NULL for NONE. */
 const char *policy_reason_name(enum policy_reason r);
 
 struct policy_decision {
@@ -141,6 +142,13 @@ struct policy_decision {
     /* endpoint has `protocol: rest`: every request on the flow must be
      * decided with policy_decide_http before any of it goes upstream. */
     bool inspect;
+    /* Not allowed, and flow->hostname named the host of an endpoint that
+     * fits the port, but the address is not among that name's addresses: the
+     * name contradicts the destination (reason is then HOST_MISMATCH). */
+    bool name_mismatch;
+    /* Decided without a hostname, and a wildcard endpoint fits the port and
+     * address: a name learnt from the flow (SNI, Host) could still allow it. */
+    bool name_could_match;
 };
 
 /*
@@ -236,6 +244,16 @@ enum policy_http_error policy_http_target_parse(const char *target, size_t len,
 
 /* The endpoint has `protocol: rest`. */
 bool policy_endpoint_inspect(const struct policy_endpoint *ep);
+
+/* An endpoint's `tls:` field. */
+enum policy_tls {
+    POLICY_TLS_AUTO = 0,    /* absent: TLS is terminated for `protocol: rest`, passed
+                               through otherwise, and plain bytes are allowed too */
+    POLICY_TLS_TERMINATE,   /* `terminate`: TLS only, decrypted and inspected */
+    POLICY_TLS_PASSTHROUGH, /* `passthrough` or `skip`: TLS only, decided on the SNI */
+    POLICY_TLS_MAX,
+};
+enum policy_tls policy_endpoint_tls(const struct policy_endpoint *ep);
 
 /* The endpoint has `allow_encoded_slash: true`. */
 bool policy_endpoint_allow_encoded_slash(const struct policy_endpoint *ep);

@@ -223,11 +223,6 @@ static void test_error_unknown_fields(void **state)
 static void test_error_not_yet(void **state)
 {
     (void)state;
-    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        tls: x\n", 7, 9,
-                "`tls` is not supported yet");
-    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: rest\n"
-                        "        access: full\n        tls: terminate\n",
-                9, 9, "`tls` is not supported yet");
     /* protocol: rest is the only protocol so far; the others are refused at the value. */
     check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: udp\n", 7, 19,
                 "`protocol: udp` is not supported yet (only `rest` is)");
@@ -236,8 +231,46 @@ static void test_error_not_yet(void **state)
     check_error("version: 1\nnetwork_policies:\n  p:\n    endpoints: []\n"
                 "    binaries:\n      - {path: /usr/bin/curl}\n",
                 5, 5, "`binaries` is not supported yet");
-    /* Refused even as the very first key, before anything else is checked. */
-    check_error(EP_HEAD "      - tls: terminate\n", 5, 9, "`tls` is not supported yet");
+}
+
+static void test_tls_field(void **state)
+{
+    (void)state;
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        tls: x\n", 7, 14,
+                "invalid tls `x`: must be `terminate` or `passthrough` (alias `skip`)");
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        tls: [terminate]\n", 7, 14,
+                "`tls` must be `terminate` or `passthrough`, not a list");
+    check_error(EP_HEAD
+                "      - host: a.com\n        port: 1\n        tls: skip\n        tls: skip\n",
+                8, 9, "duplicate key `tls`");
+    /* Rules that could never see a request are refused, at the tls key. */
+    check_error(EP_HEAD "      - host: a.com\n        port: 1\n        protocol: rest\n"
+                        "        access: full\n        tls: passthrough\n",
+                9, 9,
+                "`tls: passthrough` cannot be combined with `protocol: rest` (HTTP rules need "
+                "`tls: terminate` to see the requests)");
+    check_error(EP_HEAD "      - tls: terminate\n", 5, 9, "endpoint needs a `port` or `ports`");
+
+    struct policy *p =
+        load_ok(EP_HEAD "      - host: a.com\n        port: 1\n"
+                        "      - host: b.com\n        port: 1\n        tls: terminate\n"
+                        "      - host: c.com\n        port: 1\n        tls: passthrough\n"
+                        "      - host: d.com\n        port: 1\n        tls: skip\n"
+                        "      - host: e.com\n        port: 1\n        tls: terminate\n"
+                        "        protocol: rest\n        access: read-only\n");
+    struct policy_decision d;
+    const enum policy_tls want[] = {POLICY_TLS_AUTO, POLICY_TLS_TERMINATE, POLICY_TLS_PASSTHROUGH,
+                                    POLICY_TLS_PASSTHROUGH, POLICY_TLS_TERMINATE};
+    const char *hosts[] = {"a.com", "b.com", "c.com", "d.com", "e.com"};
+    for (size_t i = 0; i < 5; i++) {
+        struct stub s = {.yes = {{hosts[i], "1.2.3.4"}}};
+        d = decide(p, false, "1.2.3.4", 1, hosts[i], &s);
+        assert_int_equal(d.verdict, POLICY_ALLOW);
+        assert_int_equal(policy_endpoint_tls(d.endpoint), want[i]);
+        assert_int_equal(d.inspect, i == 4);
+    }
+    assert_int_equal(policy_endpoint_tls(NULL), POLICY_TLS_AUTO);
+    policy_free(p);
 }
 
 static void test_error_ports(void **state)
@@ -1119,7 +1152,7 @@ static void test_decide_exact_host(void **state)
     d = decide(p, false, "140.82.112.6", 443, "xapi.github.com", &s);
     assert_int_equal(d.verdict, POLICY_DENY);
     d = decide(p, false, "6.6.6.6", 443, "api.github.com", &s);
-    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_HOST_MISMATCH, NULL, NULL);
 
     /* IPv6 destination. */
     struct stub s6 = {.yes = {{"api.github.com", "2606:50c0:8000::154"}}};
@@ -1163,9 +1196,10 @@ static void test_decide_pending(void **state)
     assert_decision(d, POLICY_PENDING, POLICY_REASON_NONE, NULL, NULL);
     assert_string_equal(d.pending_host, "slow.test");
 
-    /* A name that does not match is never looked up, so never pending. */
+    /* Only the endpoint whose name matches is looked up, so never pending;
+     * its name at another address is a mismatch. */
     d = decide(p2, false, "1.1.1.2", 443, "fast.test", &s2);
-    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_HOST_MISMATCH, NULL, NULL);
     policy_free(p2);
     policy_free(p);
 }
@@ -1184,8 +1218,11 @@ static void test_decide_wildcards(void **state)
     d = decide(p, false, "1.2.3.4", 443, "a.one.test", &s);
     assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "*.one.test");
     assert_string_equal(s.asked[s.calls - 1], "a.one.test");
+    /* The name is a policy host's but the address is not one of its: a
+     * mismatch, not just "no policy". */
     d = decide(p, false, "1.2.3.5", 443, "a.one.test", &s);
-    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_HOST_MISMATCH, NULL, NULL);
+    assert_true(d.name_mismatch);
     d = decide(p, false, "1.2.3.4", 443, "a.b.one.test", &s);
     assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
     d = decide(p, false, "1.2.3.4", 443, "one.test", &s);
@@ -1210,6 +1247,8 @@ static void test_decide_wildcards(void **state)
     s.calls = 0;
     d = decide(p, false, "1.2.3.4", 443, NULL, &s);
     assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_true(d.name_could_match); /* but a name (an SNI) could still match one */
+    assert_false(d.name_mismatch);
     assert_int_equal(s.calls, 1); /* only the exact api.github.com */
     assert_string_equal(s.asked[0], "api.github.com");
 
@@ -1403,6 +1442,40 @@ static void test_decide_first_match(void **state)
     policy_free(p);
 }
 
+/* A name learnt from the flow (an SNI) against exact hosts. */
+static void test_decide_name_mismatch(void **state)
+{
+    (void)state;
+    struct policy *p = load_ok(decide_yaml);
+    struct stub s = {.yes = {{"api.github.com", "1.2.3.4"}, {"web.test", "5.6.7.8"}}};
+    struct policy_decision d;
+
+    /* The right name for the address. */
+    d = decide(p, false, "1.2.3.4", 443, "api.github.com", &s);
+    assert_decision(d, POLICY_ALLOW, POLICY_REASON_NONE, "gh", "api.github.com");
+    assert_false(d.name_mismatch);
+    /* A policy host's name sent to another address. */
+    d = decide(p, false, "5.6.7.8", 443, "api.github.com", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_HOST_MISMATCH, NULL, NULL);
+    assert_true(d.name_mismatch);
+    assert_false(d.name_could_match);
+    /* A name no endpoint has: nothing matched by name, so no mismatch either. */
+    d = decide(p, false, "1.2.3.4", 443, "evil.test", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_false(d.name_mismatch);
+    /* The port decides first: api.github.com has no endpoint on 80. */
+    d = decide(p, false, "5.6.7.8", 80, "api.github.com", &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    /* Audit mode lets it pass, still saying why. */
+    d = decide(p, true, "5.6.7.8", 443, "api.github.com", &s);
+    assert_decision(d, POLICY_AUDIT, POLICY_REASON_HOST_MISMATCH, NULL, NULL);
+    /* Without a name there is nothing to contradict. */
+    d = decide(p, false, "5.6.7.8", 443, NULL, &s);
+    assert_decision(d, POLICY_DENY, POLICY_REASON_NO_MATCHING_POLICY, NULL, NULL);
+    assert_false(d.name_mismatch);
+    policy_free(p);
+}
+
 static void test_reason_names(void **state)
 {
     (void)state;
@@ -1412,6 +1485,7 @@ static void test_reason_names(void **state)
                         "always_blocked_address");
     assert_string_equal(policy_reason_name(POLICY_REASON_PRIVATE_ADDRESS), "private_address");
     assert_string_equal(policy_reason_name(POLICY_REASON_L7_RULE), "l7_rule");
+    assert_string_equal(policy_reason_name(POLICY_REASON_HOST_MISMATCH), "host_mismatch");
     assert_null(policy_reason_name(POLICY_REASON_MAX));
 }
 
@@ -1423,6 +1497,7 @@ int main(void)
         cmocka_unit_test(test_free_null),
         cmocka_unit_test(test_error_unknown_fields),
         cmocka_unit_test(test_error_not_yet),
+        cmocka_unit_test(test_tls_field),
         cmocka_unit_test(test_error_ports),
         cmocka_unit_test(test_error_allowed_ips),
         cmocka_unit_test(test_error_hosts),
@@ -1450,6 +1525,7 @@ int main(void)
         cmocka_unit_test(test_decide_audit),
         cmocka_unit_test(test_decide_null_policy),
         cmocka_unit_test(test_decide_first_match),
+        cmocka_unit_test(test_decide_name_mismatch),
         cmocka_unit_test(test_reason_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
