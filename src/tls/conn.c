@@ -1,0 +1,536 @@
+/*
+ * One TLS connection on a pair of memory BIOs, the upstream leg's SSL_CTX,
+ * and the name rules shared by both legs.
+ *
+ * Every entry point that calls into OpenSSL clears the thread's error queue
+ * first and leaves it empty, so one connection's errors are never reported
+ * as another's.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "tls-int.h"
+
+/* An empty memory BIO whose buffer grew past this is replaced by a new one,
+ * so an idle connection does not keep the peak of a burst. */
+#define BIO_KEEP (16 * 1024)
+#define EXTRA_CA_MAX (16 * 1024 * 1024)
+
+static const unsigned char alpn_offer_http11[] = "\x08http/1.1";
+
+struct tls_conn {
+    SSL *ssl;
+    BIO *rbio, *wbio; /* owned by ssl */
+    unsigned flags;
+    bool server;
+    bool failed;
+    bool closed;    /* close_notify received */
+    bool refused;   /* TLS_CONN_F_REFUSE took effect */
+    int alert_rcvd; /* 0x100 | description of a fatal alert received */
+    char err[128];
+};
+
+struct tls_client {
+    SSL_CTX *ctx;
+};
+
+int tls_name_parse(const char *in, struct tls_name *ret)
+{
+    if (!in)
+        return -EINVAL;
+    size_t len = strnlen(in, TLS_NAME_MAX + 1);
+    if (len == 0 || len > TLS_NAME_MAX)
+        return -EINVAL;
+    memset(ret, 0, sizeof(*ret));
+    if (strchr(in, ':')) {
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, in, &a6) != 1)
+            return -EINVAL;
+        ret->is_ip = true;
+        ret->ip_len = 16;
+        memcpy(ret->ip, &a6, 16);
+        /* canonical form, so "2001:DB8::1" and "2001:db8:0::1" share a leaf */
+        if (!inet_ntop(AF_INET6, &a6, ret->s, sizeof(ret->s)))
+            return -EINVAL;
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+                   ch == '.'))
+            return -EINVAL;
+        ret->s[i] = ch;
+    }
+    ret->s[len] = '\0';
+    struct in_addr a4;
+    if (inet_pton(AF_INET, ret->s, &a4) == 1) {
+        ret->is_ip = true;
+        ret->ip_len = 4;
+        memcpy(ret->ip, &a4, 4);
+    }
+    return 0;
+}
+
+/* ---- connections ---- */
+
+struct tls_conn *tls_conn_of(const SSL *ssl)
+{
+    return SSL_get_app_data(ssl);
+}
+
+unsigned tls_conn_flags(const struct tls_conn *c)
+{
+    return c->flags;
+}
+
+void tls_conn_mark_refused(struct tls_conn *c)
+{
+    c->refused = true;
+}
+
+static void on_info(const SSL *ssl, int where, int val)
+{
+    /* SSL_CB_READ_ALERT shares its SSL_CB_ALERT bit with SSL_CB_WRITE_ALERT */
+    if ((where & SSL_CB_READ_ALERT) != SSL_CB_READ_ALERT || (val >> 8) != SSL3_AL_FATAL)
+        return;
+    struct tls_conn *c = tls_conn_of(ssl);
+    if (c && !c->alert_rcvd)
+        c->alert_rcvd = 0x100 | (val & 0xff);
+}
+
+static BIO *mem_bio_new(void)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    /* empty means "try again later", never end of file */
+    if (b)
+        BIO_set_mem_eof_return(b, -1);
+    return b;
+}
+
+int tls_conn_wrap(SSL *ssl, unsigned flags, bool server, struct tls_conn **ret)
+{
+    struct tls_conn *c = calloc(1, sizeof(*c));
+    BIO *r = mem_bio_new(), *w = mem_bio_new();
+    if (!c || !r || !w) {
+        BIO_free(r);
+        BIO_free(w);
+        free(c);
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    c->ssl = ssl;
+    c->rbio = r;
+    c->wbio = w;
+    c->flags = flags;
+    c->server = server;
+    SSL_set_bio(ssl, r, w);
+    SSL_set_app_data(ssl, c);
+    SSL_set_info_callback(ssl, on_info);
+    *ret = c;
+    return 0;
+}
+
+struct tls_conn *tls_conn_free(struct tls_conn *c)
+{
+    if (!c)
+        return NULL;
+    SSL_free(c->ssl);
+    free(c);
+    return NULL;
+}
+
+/* Latch the failure and describe it, most specific cause first. */
+static void conn_fail(struct tls_conn *c, int sslerr)
+{
+    if (c->failed) {
+        ERR_clear_error();
+        return;
+    }
+    c->failed = true;
+    long v = c->server ? X509_V_OK : SSL_get_verify_result(c->ssl);
+    if (v != X509_V_OK)
+        snprintf(c->err, sizeof(c->err), "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+    else if (c->alert_rcvd)
+        snprintf(c->err, sizeof(c->err), "alert: %s",
+                 SSL_alert_desc_string_long(c->alert_rcvd & 0xff));
+    else if (c->refused)
+        snprintf(c->err, sizeof(c->err), "refused: sent an access denied alert");
+    else if (ERR_peek_error())
+        snprintf(c->err, sizeof(c->err), "%s", tls_ossl_reason("TLS error"));
+    else if (sslerr == SSL_ERROR_ZERO_RETURN)
+        snprintf(c->err, sizeof(c->err), "peer closed the connection during the handshake");
+    else
+        snprintf(c->err, sizeof(c->err), "TLS error (%d)", sslerr);
+    ERR_clear_error();
+}
+
+int tls_conn_feed(struct tls_conn *c, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        size_t n = 0;
+        if (BIO_write_ex(c->rbio, p, len, &n) != 1 || n == 0) {
+            ERR_clear_error();
+            return -ENOMEM;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+    if (c->failed)
+        return -EPROTO;
+    if (SSL_is_init_finished(c->ssl))
+        return 1;
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        /* The record buffers (~17 KiB each) outlive the handshake otherwise:
+         * SSL_MODE_RELEASE_BUFFERS only frees them in later reads/writes. */
+        SSL_free_buffers(c->ssl);
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error();
+        return 0;
+    }
+    conn_fail(c, e);
+    return -EPROTO;
+}
+
+bool tls_conn_handshake_done(const struct tls_conn *c)
+{
+    return !c->failed && SSL_is_init_finished(c->ssl);
+}
+
+static void shrink_rbio(struct tls_conn *c)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_ctrl_pending(c->rbio) != 0 || !SSL_is_init_finished(c->ssl))
+        return;
+    BIO_get_mem_ptr(c->rbio, &bm);
+    if (!bm || bm->max <= BIO_KEEP)
+        return;
+    BIO *b = mem_bio_new();
+    if (!b)
+        return;
+    SSL_set0_rbio(c->ssl, b); /* frees the old one */
+    c->rbio = b;
+}
+
+ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
+{
+    if (c->failed)
+        return -EPROTO;
+    if (c->closed)
+        return TLS_CONN_CLOSED;
+    if (len == 0)
+        return 0;
+    if (len > SSIZE_MAX)
+        len = SSIZE_MAX;
+    ERR_clear_error();
+    size_t n = 0;
+    if (SSL_read_ex(c->ssl, buf, len, &n) == 1)
+        return (ssize_t)n;
+    int e = SSL_get_error(c->ssl, 0);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        ERR_clear_error();
+        shrink_rbio(c);
+        SSL_free_buffers(c->ssl); /* only when no partial record is held */
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        ERR_clear_error();
+        c->closed = true;
+        return TLS_CONN_CLOSED;
+    default:
+        conn_fail(c, e);
+        return -EPROTO;
+    }
+}
+
+ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+{
+    if (c->failed)
+        return -EPROTO;
+    if (!SSL_is_init_finished(c->ssl))
+        return -ENOTCONN;
+    if (len == 0)
+        return 0;
+    if (len > SSIZE_MAX)
+        len = SSIZE_MAX;
+    ERR_clear_error();
+    size_t n = 0;
+    if (SSL_write_ex(c->ssl, buf, len, &n) == 1)
+        return (ssize_t)n;
+    int e = SSL_get_error(c->ssl, 0);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error(); /* not with memory BIOs; nothing was taken */
+        return 0;
+    }
+    conn_fail(c, e);
+    return -EPROTO;
+}
+
+void tls_conn_close_notify(struct tls_conn *c)
+{
+    if (c->failed || !SSL_is_init_finished(c->ssl) ||
+        (SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN))
+        return;
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+size_t tls_conn_out_peek(struct tls_conn *c, const uint8_t **ret_data)
+{
+    char *p = NULL;
+    long n = BIO_get_mem_data(c->wbio, &p);
+    *ret_data = n > 0 ? (const uint8_t *)p : NULL;
+    return n > 0 ? (size_t)n : 0;
+}
+
+void tls_conn_out_consume(struct tls_conn *c, size_t n)
+{
+    size_t pending = BIO_ctrl_pending(c->wbio);
+    if (n >= pending) {
+        /* All of it (the usual case): no copy.  A buffer grown by a burst is
+         * dropped; a small one is reset (which zeroes at most BIO_KEEP). */
+        BUF_MEM *bm = NULL;
+        BIO_get_mem_ptr(c->wbio, &bm);
+        BIO *b;
+        if (bm && bm->max > BIO_KEEP && SSL_is_init_finished(c->ssl) && (b = mem_bio_new())) {
+            SSL_set0_wbio(c->ssl, b);
+            c->wbio = b;
+        } else {
+            (void)BIO_reset(c->wbio);
+        }
+        return;
+    }
+    char scratch[4096];
+    while (n > 0) {
+        int k = BIO_read(c->wbio, scratch, n < sizeof(scratch) ? (int)n : (int)sizeof(scratch));
+        if (k <= 0)
+            break;
+        n -= (size_t)k;
+    }
+}
+
+size_t tls_conn_out_pending(const struct tls_conn *c)
+{
+    return BIO_ctrl_pending(c->wbio);
+}
+
+const char *tls_conn_alpn(const struct tls_conn *c)
+{
+    const unsigned char *p = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(c->ssl, &p, &len);
+    /* Our server selects, and our client offers, nothing else. */
+    if (len == sizeof(alpn_offer_http11) - 2 && memcmp(p, alpn_offer_http11 + 1, len) == 0)
+        return "http/1.1";
+    return "";
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+    return c->err;
+}
+
+/* ---- the upstream leg ---- */
+
+static int read_extra_ca(const char *file, char **ret_buf, size_t *ret_len)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int r = 0;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        r = -EINVAL;
+        goto out;
+    }
+    if (st.st_size > EXTRA_CA_MAX) {
+        r = -EFBIG;
+        goto out;
+    }
+    size_t cap = (size_t)st.st_size, len = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        r = -ENOMEM;
+        goto out;
+    }
+    while (len < cap) {
+        ssize_t k = read(fd, buf + len, cap - len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            r = -errno;
+            free(buf);
+            goto out;
+        }
+        if (k == 0)
+            break;
+        len += (size_t)k;
+    }
+    *ret_buf = buf;
+    *ret_len = len;
+out:
+    close(fd);
+    return r;
+}
+
+static int load_extra_ca(SSL_CTX *ctx, const char *file, char *err, size_t errlen)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int r = read_extra_ca(file, &data, &len);
+    if (r < 0) {
+        snprintf(err, errlen, "%s: %s", file, strerror(-r));
+        return r;
+    }
+    BIO *b = BIO_new_mem_buf(data, (int)len);
+    if (!b) {
+        free(data);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    unsigned count = 0;
+    X509 *x;
+    while ((x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL))) {
+        int ok = X509_STORE_add_cert(store, x);
+        X509_free(x);
+        if (!ok) {
+            snprintf(err, errlen, "%s: %s", file, tls_ossl_reason("cannot add a certificate"));
+            r = -ENOMEM;
+            goto out;
+        }
+        count++;
+    }
+    /* The loop ends at the first non-certificate: fine after the last one. */
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+        snprintf(err, errlen, "%s: certificate %u: %s", file, count + 1,
+                 tls_ossl_reason("unreadable"));
+        r = -EINVAL;
+    } else if (count == 0) {
+        snprintf(err, errlen, "%s: no PEM certificate in it", file);
+        r = -EINVAL;
+    }
+out:
+    BIO_free(b);
+    free(data);
+    ERR_clear_error();
+    return r;
+}
+
+struct tls_client *tls_client_free(struct tls_client *cli)
+{
+    if (!cli)
+        return NULL;
+    SSL_CTX_free(cli->ctx);
+    free(cli);
+    return NULL;
+}
+
+int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (!ret)
+        return -EINVAL;
+    struct tls_client *cli = calloc(1, sizeof(*cli));
+    if (!cli) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = cli->ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+        snprintf(err, errlen, "SSL_CTX_new: %s", tls_ossl_reason("out of memory"));
+        tls_client_free(cli);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* An unverified server ends the handshake: never a session with it. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (!SSL_CTX_set_default_verify_paths(ctx)) {
+        snprintf(err, errlen, "system trust store: %s", tls_ossl_reason("cannot load"));
+        tls_client_free(cli);
+        ERR_clear_error();
+        return -EIO;
+    }
+    ERR_clear_error();
+    if (extra_ca_file) {
+        int r = load_extra_ca(ctx, extra_ca_file, err, errlen);
+        if (r < 0) {
+            tls_client_free(cli);
+            return r;
+        }
+    }
+    *ret = cli;
+    return 0;
+}
+
+int tls_conn_new_client(struct tls_client *cli, const char *name, unsigned flags,
+                        struct tls_conn **ret)
+{
+    struct tls_name n;
+    if (!cli || !ret || tls_name_parse(name, &n) < 0)
+        return -EINVAL;
+    ERR_clear_error();
+    SSL *ssl = SSL_new(cli->ctx);
+    if (!ssl)
+        goto fail;
+    if (n.is_ip) {
+        /* RFC 6066: no SNI for an address */
+        if (!X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), n.ip, n.ip_len))
+            goto fail;
+    } else {
+        if (!SSL_set_tlsext_host_name(ssl, n.s) || !SSL_set1_host(ssl, n.s))
+            goto fail;
+        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    /* SSL_set_alpn_protos returns 0 on success */
+    if ((flags & TLS_CONN_F_ALPN_HTTP11) &&
+        SSL_set_alpn_protos(ssl, alpn_offer_http11, sizeof(alpn_offer_http11) - 1) != 0)
+        goto fail;
+    SSL_set_connect_state(ssl);
+    return tls_conn_wrap(ssl, flags & ~(unsigned)TLS_CONN_F_REFUSE, false, ret);
+
+fail:
+    SSL_free(ssl);
+    ERR_clear_error();
+    return -ENOMEM;
+}
