@@ -20,6 +20,7 @@
 #include "net.h"
 #include "policy.h"
 #include "rules.h"
+#include "tls.h"
 #include "tool.h"
 
 #define ETC_NETNS "/etc/netns"
@@ -94,6 +95,152 @@ static int copy_file(const char *src, const char *dst, mode_t mode, size_t max)
     if (err)
         unlink(tmp);
     return err;
+}
+
+int tool_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int err = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+    if (err) {
+        close(fd);
+        return err;
+    }
+    /* One spare byte, so reading max+1 bytes shows the file is too large. */
+    size_t cap = (size_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
+    char *buf = malloc(cap + 1);
+    size_t len = 0;
+    err = buf ? 0 : -ENOMEM;
+    while (!err) {
+        if (len == cap) {
+            if (cap > max) {
+                err = -EFBIG;
+                break;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *nbuf = realloc(buf, ncap + 1);
+            if (!nbuf) {
+                err = -ENOMEM;
+                break;
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            err = -errno;
+        else if (n == 0)
+            break;
+        else
+            len += (size_t)n;
+    }
+    close(fd);
+    if (!err && len > max)
+        err = -EFBIG;
+    if (err) {
+        free(buf);
+        return err;
+    }
+    buf[len] = '\0';
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+int tool_write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -errno;
+    int err = 0;
+    /* Whatever the caller's umask: these files are meant to be readable. */
+    if (fchmod(fd, mode) < 0)
+        err = -errno;
+    for (size_t off = 0; !err && off < len;) {
+        ssize_t n = write(fd, (const char *)data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            err = n < 0 ? -errno : -EIO;
+        else
+            off += (size_t)n;
+    }
+    if (close(fd) < 0 && !err)
+        err = -errno;
+    if (!err && rename(tmp, path) < 0)
+        err = -errno;
+    if (err)
+        unlink(tmp);
+    return err;
+}
+
+/*
+ * The sandbox's trust store, in its state dir: ca.crt (the interception CA's
+ * certificate) and ca-bundle.crt (the system roots, when readable, followed
+ * by that certificate).  spawn.c installs both inside the sandbox.  The CA
+ * is created on first use; its key is never copied.  On failure err says why.
+ */
+static int write_trust_store(const char *name, const char **step, char *err, size_t errlen)
+{
+    struct tls_ca *ca = NULL;
+    char *pem = NULL, *roots = NULL, *bundle = NULL, path[PATH_MAX];
+    char cerr[384] = "";
+    size_t pem_len = 0, roots_len = 0;
+
+    *step = "loading the interception CA";
+    int rc = tls_ca_load_or_create(tls_ca_dir(), &ca, cerr, sizeof(cerr));
+    if (rc < 0) {
+        /* The module's messages name the file at fault. */
+        if (cerr[0])
+            str_copy(err, cerr, errlen);
+        else
+            snprintf(err, errlen, "%s: %s", tls_ca_dir(), strerror(-rc));
+        return rc;
+    }
+    rc = tls_ca_cert_pem(ca, &pem, &pem_len);
+    ca = tls_ca_free(ca);
+    if (rc < 0)
+        return rc;
+    *step = "writing the sandbox's CA certificate";
+    rc = tool_write_file(sandbox_path(name, "ca.crt", path, sizeof(path)), pem, pem_len, 0644);
+    if (rc < 0)
+        goto out;
+    /* Without readable system roots the bundle is the CA alone: clients
+     * using it then trust only the endpoints the daemon terminates. */
+    if (tool_read_file(TOOL_SYSTEM_ROOTS, TOOL_TRUST_BUNDLE_MAX, &roots, &roots_len) < 0) {
+        roots = NULL;
+        roots_len = 0;
+    }
+    bool sep = roots_len > 0 && roots[roots_len - 1] != '\n';
+    size_t len = roots_len + sep + pem_len;
+    *step = "writing the sandbox's CA bundle";
+    if (len > TOOL_TRUST_BUNDLE_MAX) {
+        rc = -EFBIG;
+        goto out;
+    }
+    bundle = malloc(len ? len : 1);
+    if (!bundle) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (roots_len)
+        memcpy(bundle, roots, roots_len);
+    if (sep)
+        bundle[roots_len] = '\n';
+    memcpy(bundle + roots_len + sep, pem, pem_len);
+    sandbox_path(name, "ca-bundle.crt", path, sizeof(path));
+    rc = tool_write_file(path, bundle, len, 0644);
+out:
+    free(bundle);
+    free(roots);
+    free(pem);
+    return rc;
 }
 
 struct used_indexes {
@@ -290,7 +437,7 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
     struct sandbox_record r;
     struct policy *pol = NULL;
     struct policy_error perr;
-    char err[512], dir[PATH_MAX], path[PATH_MAX], abs[PATH_MAX];
+    char err[512], detail[512] = "", dir[PATH_MAX], path[PATH_MAX], abs[PATH_MAX];
     const char *step = NULL;
     unsigned index;
     int rc;
@@ -365,6 +512,9 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
             goto fail;
         }
     }
+    rc = write_trust_store(o->name, &step, detail, sizeof(detail));
+    if (rc < 0)
+        goto fail;
     rc = sandbox_record_write(&r);
     if (rc < 0) {
         step = "writing the registry record";
@@ -385,7 +535,8 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
     return 0;
 
 fail:
-    log_error("creating sandbox %s: %s failed: %s", o->name, step ? step : "setup", strerror(-rc));
+    log_error("creating sandbox %s: %s failed: %s", o->name, step ? step : "setup",
+              detail[0] ? detail : strerror(-rc));
     registry_unlock(lock);
     tool_delete(o->name, true);
     return rc;

@@ -2,9 +2,9 @@
  * Running commands inside a sandbox, and starting a private daemon.
  *
  * The command runs in the sandbox's network namespace and a private mount
- * namespace (for the sandbox's resolv.conf), as an unprivileged user, with an
- * empty capability bounding set, no capabilities and no_new_privs: nothing
- * inside can undo the confinement.
+ * namespace (for the sandbox's resolv.conf and trust store), as an
+ * unprivileged user, with an empty capability bounding set, no capabilities
+ * and no_new_privs: nothing inside can undo the confinement.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +33,10 @@
 #include <unistd.h>
 
 #include "net.h"
+#include "tls.h"
 #include "tool.h"
+
+#define CA_CERT_MAX (64 * 1024)
 
 int tool_resolve_user(const struct tool_exec_opts *o, uid_t *uid, gid_t *gid, char *name,
                       size_t namelen, char *home, size_t homelen)
@@ -173,55 +176,169 @@ static void make_file_path(const char *path)
         close(fd);
 }
 
+/* The sandbox's trust store, read from its state dir while that is visible. */
+struct trust_store {
+    char *cert, *bundle;
+    size_t cert_len, bundle_len;
+};
+
+/* 0 with both files, or with neither when the sandbox has none (one made by
+ * an older portcullis): then cert is NULL and nothing is installed. */
+static int trust_store_read(const char *name, struct trust_store *t)
+{
+    char path[PATH_MAX];
+    memset(t, 0, sizeof(*t));
+    int rc = tool_read_file(sandbox_path(name, "ca.crt", path, sizeof(path)), CA_CERT_MAX, &t->cert,
+                            &t->cert_len);
+    if (rc == 0)
+        rc = tool_read_file(sandbox_path(name, "ca-bundle.crt", path, sizeof(path)),
+                            TOOL_TRUST_BUNDLE_MAX, &t->bundle, &t->bundle_len);
+    if (rc < 0) {
+        free(t->cert);
+        memset(t, 0, sizeof(*t));
+    }
+    return rc == -ENOENT ? 0 : rc;
+}
+
+static void trust_store_free(struct trust_store *t)
+{
+    free(t->cert);
+    free(t->bundle);
+    memset(t, 0, sizeof(*t));
+}
+
+/*
+ * Write the trust store to /run/portcullis (in the sandbox's fresh /run,
+ * root-owned, world-readable), and put the bundle read-only over the system
+ * bundle (roots_target: its real path, NULL when the host has none), so
+ * clients that only know the default path trust the interception CA too.
+ */
+static int trust_store_install(const struct trust_store *t, const char *roots_target)
+{
+    if (mkdir(TOOL_SANDBOX_TRUST_DIR, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    if (chmod(TOOL_SANDBOX_TRUST_DIR, 0755) < 0)
+        return -errno;
+    int rc = tool_write_file(TOOL_SANDBOX_CA_CERT, t->cert, t->cert_len, 0644);
+    if (rc == 0)
+        rc = tool_write_file(TOOL_SANDBOX_CA_BUNDLE, t->bundle, t->bundle_len, 0644);
+    if (rc < 0 || !roots_target)
+        return rc;
+    if (strncmp(roots_target, "/run/", 5) == 0)
+        make_file_path(roots_target);
+    if (mount(TOOL_SANDBOX_CA_BUNDLE, roots_target, NULL, MS_BIND, NULL) < 0 ||
+        mount(NULL, roots_target, NULL,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+/* The CA dir is masked in every sandbox; a sandbox made before the CA existed
+ * would not mask it, and the CA made later would then show up in it.  So it
+ * is made here (0700, like tls_ca_load_or_create makes it) if missing. */
+static int ensure_ca_dir(const char *dir)
+{
+    char buf[PATH_MAX];
+    struct stat st;
+    if (stat(dir, &st) == 0 || strncmp(dir, "/run/", 5) == 0)
+        return 0; /* under /run, it is masked with /run */
+    str_copy(buf, dir, sizeof(buf));
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        *p = c;
+        if (!c)
+            return 0;
+    }
+}
+
 /*
  * The sandbox's filesystem view (we are root, in the new mount and PID
  * namespaces): its own /proc (only the sandbox's processes are visible, so
  * none of the host's can be signalled or traced), /sys of its network
  * namespace, and /run masked — the host's Unix sockets there (systemd,
  * D-Bus, docker, the user's session, resolvers) would let a command act
- * outside its network namespace, and the registry lives there.
+ * outside its network namespace, and the registry lives there.  The
+ * interception CA's directory is masked too: its key must stay out of reach
+ * even of a command run as root.  *ret_trust tells whether the sandbox's
+ * trust store was installed in /run/portcullis.
  */
-static int setup_mounts(const struct sandbox_record *rec, uid_t uid, const char **step)
+static int setup_mounts(const struct sandbox_record *rec, uid_t uid, bool *ret_trust,
+                        const char **step)
 {
-    char ours[PATH_MAX], target[PATH_MAX], path[PATH_MAX];
+    char ours[PATH_MAX], target[PATH_MAX], roots[PATH_MAX], path[PATH_MAX];
+    struct trust_store trust;
+    struct stat st;
+    int rc;
 
+    *ret_trust = false;
     *step = "setting up the mount namespace";
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
         return -errno;
-    /* Where /etc/resolv.conf really is, before /run disappears under us. */
+    /* Where /etc/resolv.conf and the system CA bundle really are, and the
+     * sandbox's trust store, before /run (and the registry) disappears. */
     if (!realpath("/etc/resolv.conf", target))
         str_copy(target, "/etc/resolv.conf", sizeof(target));
+    bool have_roots =
+        realpath(TOOL_SYSTEM_ROOTS, roots) != NULL && stat(roots, &st) == 0 && S_ISREG(st.st_mode);
+    *step = "reading the sandbox's trust store";
+    if ((rc = trust_store_read(rec->name, &trust)) < 0)
+        return rc;
+    *step = "creating the interception CA directory";
+    if ((rc = ensure_ca_dir(tls_ca_dir())) < 0)
+        goto out;
 
     *step = "mounting /proc";
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        return -errno;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+        rc = -errno;
+        goto out;
+    }
     if (umount2("/sys", MNT_DETACH) == 0)
         mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY, NULL);
 
     *step = "masking /run";
-    int rc = mask_dir("/run", "755");
-    if (rc < 0)
-        return rc;
+    if ((rc = mask_dir("/run", "755")) < 0)
+        goto out;
     mkdir("/run/lock", 01777);
     chmod("/run/lock", 01777);
     const char *state = sandbox_state_dir();
     if (strncmp(state, "/run/", 5) != 0 && (rc = mask_dir(state, "700")) < 0)
-        return rc;
+        goto out;
     if ((rc = mask_dir("/etc/portcullis", "755")) < 0)
-        return rc;
+        goto out;
+    *step = "masking the interception CA directory";
+    if ((rc = mask_dir(tls_ca_dir(), "700")) < 0)
+        goto out;
     /* tmux keeps its server socket in /tmp/tmux-UID: a server outside would
      * run commands for us outside the sandbox. */
+    *step = "masking /run";
     snprintf(path, sizeof(path), "/tmp/tmux-%u", (unsigned)uid);
     if ((rc = mask_dir(path, "700")) < 0)
-        return rc;
+        goto out;
 
     *step = "installing the sandbox's resolv.conf";
     snprintf(ours, sizeof(ours), "/etc/netns/%s/resolv.conf", rec->netns);
     if (strncmp(target, "/run/", 5) == 0)
         make_file_path(target);
-    if (mount(ours, target, NULL, MS_BIND, NULL) < 0)
-        return -errno;
-    return 0;
+    if (mount(ours, target, NULL, MS_BIND, NULL) < 0) {
+        rc = -errno;
+        goto out;
+    }
+
+    if (trust.cert) {
+        *step = "installing the sandbox's trust store";
+        if ((rc = trust_store_install(&trust, have_roots ? roots : NULL)) < 0)
+            goto out;
+        *ret_trust = true;
+    }
+    rc = 0;
+out:
+    trust_store_free(&trust);
+    return rc;
 }
 
 static int drop_privileges(uid_t uid, gid_t gid, const char *uname, const char **step)
@@ -253,6 +370,7 @@ struct child_args {
     gid_t gid;
     const char *uname;
     const char *home;
+    bool trust_store; /* set in the child: /run/portcullis holds the trust store */
 };
 
 /* Report a failed step to `portcullis` (which prints it) and exit. */
@@ -272,6 +390,15 @@ static void set_environment(const struct child_args *a)
     setenv("USER", a->uname, 1);
     setenv("LOGNAME", a->uname, 1);
     setenv("HOME", a->home, 1);
+    if (a->trust_store) {
+        /* The system bundle is already replaced; these reach the clients
+         * that bring their own (Python requests, Node, Git builds). */
+        static const char *const bundle_vars[] = {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                                                  "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"};
+        for (size_t i = 0; i < ARRAY_SIZE(bundle_vars); i++)
+            setenv(bundle_vars[i], TOOL_SANDBOX_CA_BUNDLE, 1);
+        setenv("NODE_EXTRA_CA_CERTS", TOOL_SANDBOX_CA_CERT, 1);
+    }
     /* They point at /run, which the sandbox does not see. */
     unsetenv("XDG_RUNTIME_DIR");
     unsetenv("DBUS_SESSION_BUS_ADDRESS");
@@ -285,7 +412,7 @@ static void set_environment(const struct child_args *a)
  */
 static int sandbox_init(void *arg)
 {
-    const struct child_args *a = arg;
+    struct child_args *a = arg;
     const char *step = "entering the sandbox namespace";
     int rc;
 
@@ -295,7 +422,7 @@ static int sandbox_init(void *arg)
     if (netns_enter(nsfd) < 0)
         child_fail(a->errfd, step, errno);
     close(nsfd);
-    if ((rc = setup_mounts(a->rec, a->uid, &step)) < 0)
+    if ((rc = setup_mounts(a->rec, a->uid, &a->trust_store, &step)) < 0)
         child_fail(a->errfd, step, -rc);
     if ((rc = drop_privileges(a->uid, a->gid, a->uname, &step)) < 0)
         child_fail(a->errfd, step, -rc);

@@ -2,8 +2,9 @@
  * Internal interfaces of the `portcullis` tool.
  *
  *  main.c       command line, one function per command
- *  lifecycle.c  create / delete a sandbox: registry record, namespace, veth,
- *               addresses, routes, rules, resolv.conf
+ *  lifecycle.c  create / delete a sandbox: registry record, trust store (the
+ *               interception CA's certificate), namespace, veth, addresses,
+ *               routes, rules, resolv.conf
  *  spawn.c      run a command inside a sandbox (user, capabilities,
  *               no_new_privs), and start a private daemon
  */
@@ -11,6 +12,7 @@
 #define PCL_TOOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #include "sandbox.h"
@@ -29,6 +31,24 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret);
 
 /* Remove every trace of NAME (idempotent). quiet: no message when absent. */
 int tool_delete(const char *name, bool quiet);
+
+/* Largest trust bundle (system roots + the interception CA) the tool
+ * handles: it is copied into the sandbox's /run, a 16 MiB tmpfs. */
+#define TOOL_TRUST_BUNDLE_MAX (4u * 1024 * 1024)
+/* The system bundle (Debian's), the roots the sandbox's bundle starts with. */
+#define TOOL_SYSTEM_ROOTS "/etc/ssl/certs/ca-certificates.crt"
+/* Where the trust store appears inside a sandbox. */
+#define TOOL_SANDBOX_TRUST_DIR "/run/portcullis"
+#define TOOL_SANDBOX_CA_CERT TOOL_SANDBOX_TRUST_DIR "/ca.crt"
+#define TOOL_SANDBOX_CA_BUNDLE TOOL_SANDBOX_TRUST_DIR "/ca-bundle.crt"
+
+/* Read a regular file of at most max bytes into a malloc'ed, NUL-terminated
+ * buffer (the caller frees *ret).  0, -EFBIG when larger, or -errno. */
+int tool_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Write path through path.tmp and rename, with exactly mode (not masked by
+ * the umask).  0 or -errno. */
+int tool_write_file(const char *path, const void *data, size_t len, mode_t mode);
 
 struct rules_sandbox;
 /* The rules' view of a sandbox record. */

@@ -20,6 +20,8 @@ T_NAME=$(basename "$0" .sh)
 T_DIR=$(mktemp -d "/tmp/pcl-$T_NAME.XXXXXX")
 chmod 755 "$T_DIR"
 export PORTCULLIS_STATE_DIR="/run/pcl-test-$T_ID"
+# The interception CA too, so tests leave no CA behind on the machine.
+export PORTCULLIS_CA_DIR="$PORTCULLIS_STATE_DIR/ca"
 UP_NS="pclt-up-$T_ID"
 UP_IF="pcltu$T_ID"
 UP_IF=${UP_IF:0:15}

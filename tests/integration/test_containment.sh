@@ -76,8 +76,13 @@ sleep 0.3
 check "IPv6 UDP never arrives either" [ "$(grep -c DATAGRAM "$T_DIR/udp.log")" = 0 ]
 
 # The command cannot act outside its network namespace through the host.
-out=$("$PORTCULLIS" exec box -- ls -A /run)
-check "/run is masked (host sockets, the registry): '$out'" [ "$out" = "lock" ]
+out=$("$PORTCULLIS" exec box -- ls -A /run | tr '\n' ' ')
+check "/run is masked (host sockets, the registry): '$out'" [ "$out" = "lock portcullis " ]
+out=$("$PORTCULLIS" exec box -- ls -A /run/portcullis | tr '\n' ' ')
+check "  and holds only the sandbox's trust store: '$out'" [ "$out" = "ca-bundle.crt ca.crt " ]
+"$PORTCULLIS" exec box --user root --allow-root -- cat "$PORTCULLIS_CA_DIR/ca.key" >/dev/null 2>&1
+check "the interception CA's key is unreadable inside, even as root" [ $? -ne 0 ]
+check "  while it exists on the host" [ -s "$PORTCULLIS_CA_DIR/ca.key" ]
 "$PORTCULLIS" exec box -- ls "$PORTCULLIS_STATE_DIR" >/dev/null 2>&1
 check "the registry is invisible inside" [ $? -ne 0 ]
 "$PORTCULLIS" exec box -- sh -c "kill -0 $DAEMON_PID" >/dev/null 2>&1
