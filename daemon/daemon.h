@@ -54,6 +54,10 @@ struct sandbox {
     size_t n_flows;      /* relaying or pending, against max_flows_per_sandbox */
     size_t n_pending;    /* deciding or being identified */
     size_t n_http_flows; /* inspected flows (each holds its buffers) */
+    /* Verifies upstream servers for terminated TLS (made on first use); see
+     * http_flow.c.  tls_client_failed: making it failed, say so once. */
+    struct tls_client *tls_client;
+    bool tls_client_failed;
     unsigned refs;
     bool removed;
     bool seen;

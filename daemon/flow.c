@@ -21,6 +21,7 @@
 #include "events.h"
 #include "http_flow.h"
 #include "ident.h"
+#include "tlshello.h"
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -62,14 +63,20 @@ struct flow {
     uv_work_t ident_req;
     pid_t pid;
     char exe[PATH_MAX];
-    /* the peek at the first bytes of a plain (L4) flow for an HTTP Host */
+    /* the peek at the first bytes: a ClientHello's SNI, an HTTP Host */
     uv_poll_t peek_poll;
     uv_timer_t peek_timer;
     unsigned peek_handles;
     size_t peek_seen;
+    bool peek_tls; /* what was seen so far starts a ClientHello */
     uint64_t peek_started_ms;
+    bool want_name; /* denied by address, but a wildcard could match the SNI */
+    bool tls;       /* the client opened with a ClientHello */
+    char sni[TLS_HELLO_MAX_SNI + 1];
+    enum policy_tls tls_mode; /* of the matched endpoint */
     /* an inspected endpoint (protocol: rest): started once identified */
     bool inspect;
+    bool terminate; /* decrypt (inspect, or tls: terminate) */
     const struct policy_endpoint *ep;
     struct policy_ref *pol;
     char endpoint_host[POLICY_MAX_HOST_LEN + 1];
@@ -121,28 +128,44 @@ static void flow_emit(struct flow *f)
     ev.reason = f->reason;
     ev.policy = f->policy_name;
     ev.proto = "tcp";
+    /* The name the flow went by: its SNI, else the exact host it matched. */
+    if (f->sni[0])
+        ev.dst_host = f->sni;
+    else if (f->endpoint_host[0] && !strchr(f->endpoint_host, '*'))
+        ev.dst_host = f->endpoint_host;
     ev.dst_ip = f->dst;
     ev.dst_port = f->dport;
     ev.pid = f->pid;
     ev.exe = f->exe[0] ? f->exe : NULL;
+    if (f->tls && f->action != EVENT_ACTION_DENIED)
+        ev.detail = f->terminate ? "tls:terminate" : "tls:passthrough";
     ev.severity = f->action == EVENT_ACTION_ALLOWED ? EVENT_SEVERITY_INFO
                   : f->action == EVENT_ACTION_AUDIT ? EVENT_SEVERITY_LOW
                                                     : EVENT_SEVERITY_MEDIUM;
     events_emit(&ev);
 }
 
-/* Both halves done: write the event; a denied flow is reset now. */
 /*
- * Plain (L4) flows: before relaying, look at what the client sends first,
- * without consuming it (MSG_PEEK).  If it is an HTTP request, its Host must
- * agree with the destination (domain fronting); anything else passes as it
- * is.  A client that waits for the server to speak first (SSH, SMTP) is
- * relayed after a short deadline; a request head that never completes is
- * refused, so a slow sender cannot outwait the check.
+ * Before relaying, look at what the client sends first, without consuming
+ * it (MSG_PEEK):
+ *  - a TLS ClientHello: its SNI is the flow's name, and the flow is decided
+ *    again on it.  A policy host's name sent to another host's address, or
+ *    no name at all where the address matched a host endpoint, is a
+ *    host_mismatch (domain fronting).  Then the flow is passed through, or
+ *    terminated where the endpoint inspects HTTP or says `tls: terminate`;
+ *  - an HTTP request on a plain endpoint: its Host must agree with the
+ *    destination;
+ *  - anything else passes as it is, except on an endpoint that requires TLS.
+ * A flow denied by its address is peeked too when a wildcard host could
+ * still allow it by name.  A client that waits for the server to speak first
+ * (SSH, SMTP) is relayed after a short deadline on a plain endpoint; a
+ * ClientHello or request head that never completes is refused, so a slow
+ * sender cannot outwait the check.
  */
 #define PEEK_FIRST_BYTE_MS 250
 #define PEEK_HEAD_MS 3000
-#define PEEK_MAX 8192
+#define PEEK_HTTP_MAX 8192
+#define PEEK_MAX TLS_HELLO_MAX_BYTES
 
 static void flow_relay(struct flow *f);
 
@@ -154,7 +177,7 @@ static void on_peek_closed(uv_handle_t *h)
     f->flags &= ~FLOW_F_PEEKING;
     int one = 1;
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-    if (f->action == EVENT_ACTION_DENIED)
+    if (f->action == EVENT_ACTION_DENIED || f->inspect || f->terminate)
         flow_maybe_finish(f);
     else
         flow_relay(f);
@@ -167,10 +190,31 @@ static void flow_peek_done(struct flow *f, const char *deny_reason)
         f->action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
         f->reason = deny_reason;
     }
+    if (f->action == EVENT_ACTION_DENIED)
+        f->inspect = f->terminate = false;
     uv_poll_stop(&f->peek_poll);
     uv_timer_stop(&f->peek_timer);
     uv_close((uv_handle_t *)&f->peek_poll, on_peek_closed);
     uv_close((uv_handle_t *)&f->peek_timer, on_peek_closed);
+}
+
+/* A FINDING:HOST_MISMATCH event: the flow's name contradicts its address. */
+static void flow_host_mismatch_finding(struct flow *f, const char *host, const char *detail)
+{
+    struct event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.sandbox = f->sb->rec.name;
+    ev.type = "FINDING:HOST_MISMATCH";
+    ev.action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
+    ev.reason = "host_mismatch";
+    ev.policy = f->policy_name;
+    ev.proto = "tcp";
+    ev.dst_host = host;
+    ev.dst_ip = f->dst;
+    ev.dst_port = f->dport;
+    ev.severity = EVENT_SEVERITY_HIGH;
+    ev.detail = detail;
+    events_emit(&ev);
 }
 
 /* "GET ", "POST "...: an HTTP request line starts with an upper-case token. */
@@ -196,9 +240,160 @@ static const char *find_host(const char *b, size_t *ret_len)
     return NULL;
 }
 
+/* Wake again only when more than n bytes have arrived (peeked bytes stay
+ * readable), within PEEK_HEAD_MS of the first ones. */
+static void flow_peek_wait_more(struct flow *f, size_t n)
+{
+    int lowat = (int)n + 1;
+    setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+    if (!f->peek_seen) {
+        uint64_t waited = uv_now(daemon_loop) - f->peek_started_ms;
+        uint64_t left = waited < PEEK_HEAD_MS ? PEEK_HEAD_MS - waited : 0;
+        uv_timer_start(&f->peek_timer, on_peek_timer, left, 0);
+    }
+    f->peek_seen = n;
+}
+
+/* The endpoint the flow matched decides what TLS means for it. */
+static void flow_set_endpoint(struct flow *f, const struct policy_decision *d)
+{
+    f->ep = d->endpoint;
+    f->inspect = d->inspect;
+    f->tls_mode = policy_endpoint_tls(d->endpoint);
+    str_copy(f->endpoint_host, d->endpoint_host ? d->endpoint_host : "", sizeof(f->endpoint_host));
+    if (d->policy_name) {
+        str_copy(f->policy_name_buf, d->policy_name, sizeof(f->policy_name_buf));
+        f->policy_name = f->policy_name_buf;
+    }
+}
+
+static void flow_decide_name(struct flow *f);
+
+static void on_name_resolved(void *data)
+{
+    flow_decide_name(data);
+}
+
+/* Decide a TLS flow again, on its SNI (f->sni, "" when none was sent). */
+static void flow_decide_name(struct flow *f)
+{
+    bool by_host = f->action != EVENT_ACTION_DENIED && f->endpoint_host[0];
+    char detail[160];
+
+    if (!f->sni[0]) {
+        if (by_host) {
+            snprintf(detail, sizeof(detail), "TLS without SNI to %.80s", f->endpoint_host);
+            flow_host_mismatch_finding(f, NULL, detail);
+            /* (passes on only in audit mode) */
+            f->terminate = f->inspect || f->tls_mode == POLICY_TLS_TERMINATE;
+            flow_peek_done(f, "host_mismatch");
+            return;
+        }
+        /* An address-only endpoint names no host to contradict. */
+        f->terminate =
+            f->action != EVENT_ACTION_DENIED && (f->inspect || f->tls_mode == POLICY_TLS_TERMINATE);
+        flow_peek_done(f, NULL);
+        return;
+    }
+    struct policy_decision d;
+    struct policy_flow pf = {
+        .proto = POLICY_PROTO_TCP,
+        .dst = f->dst,
+        .dst_port = f->dport,
+        .hostname = f->sni,
+    };
+    policy_decide(f->pol ? f->pol->policy : NULL, registry_policy_env(), f->sb->rec.audit, &pf,
+                  resolver_lookup, NULL, &d);
+    if (d.verdict == POLICY_PENDING) {
+        if (++f->rounds > FLOW_MAX_DECIDE_ROUNDS ||
+            resolver_resolve(d.pending_host, on_name_resolved, f) < 0)
+            flow_peek_done(f, "resolution_failed");
+        return;
+    }
+    if (d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT) {
+        flow_set_endpoint(f, &d);
+        f->action = d.verdict == POLICY_ALLOW ? EVENT_ACTION_ALLOWED : EVENT_ACTION_AUDIT;
+        f->reason = d.verdict == POLICY_AUDIT ? policy_reason_name(d.reason) : NULL;
+        f->terminate = f->inspect || f->tls_mode == POLICY_TLS_TERMINATE;
+        if (d.verdict == POLICY_AUDIT &&
+            (d.name_mismatch || (by_host && d.reason == POLICY_REASON_NO_MATCHING_POLICY))) {
+            /* Audit mode lets it pass; the mismatch is still reported. */
+            snprintf(detail, sizeof(detail), "SNI %.80s does not match the destination", f->sni);
+            flow_host_mismatch_finding(f, f->sni, detail);
+            f->reason = "host_mismatch";
+        }
+        flow_peek_done(f, NULL);
+        return;
+    }
+    if (d.name_mismatch || by_host) {
+        /* The address was allowed for another name, or the name belongs
+         * to other addresses: the SNI contradicts the destination. */
+        snprintf(detail, sizeof(detail), "SNI %.80s does not match the destination", f->sni);
+        flow_host_mismatch_finding(f, f->sni, detail);
+        f->terminate = f->inspect || f->tls_mode == POLICY_TLS_TERMINATE;
+        flow_peek_done(f, "host_mismatch");
+        return;
+    }
+    f->action = EVENT_ACTION_DENIED;
+    f->reason = policy_reason_name(d.reason);
+    if (d.policy_name)
+        flow_set_endpoint(f, &d);
+    flow_peek_done(f, NULL);
+}
+
+/* A complete ClientHello was peeked. */
+static void flow_peek_tls(struct flow *f, const struct tls_hello *hello)
+{
+    f->tls = true;
+    /* One spelling of the name from here on (events, leaf, upstream check):
+     * lower case, without a trailing dot. */
+    size_t n = 0;
+    for (const char *c = hello->has_sni ? hello->sni : ""; *c && n < sizeof(f->sni) - 1; c++)
+        f->sni[n++] = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    if (n && f->sni[n - 1] == '.')
+        n--;
+    f->sni[n] = '\0';
+    /* The decision may wait for a resolution: no more wake-ups meanwhile. */
+    uv_poll_stop(&f->peek_poll);
+    uv_timer_stop(&f->peek_timer);
+    flow_decide_name(f);
+}
+
+/* Plain HTTP on an L4 endpoint: its Host must agree with the destination. */
+static void flow_peek_http(struct flow *f, char *buf, size_t n)
+{
+    if (!looks_like_http(buf, n)) {
+        flow_peek_done(f, NULL);
+        return;
+    }
+    if (n > PEEK_HTTP_MAX)
+        n = PEEK_HTTP_MAX;
+    buf[n] = '\0';
+    if (!strstr(buf, "\r\n\r\n") && !strstr(buf, "\n\n")) {
+        if (n >= PEEK_HTTP_MAX)
+            flow_peek_done(f, "http_head_too_large");
+        else
+            flow_peek_wait_more(f, n);
+        return;
+    }
+    size_t hlen = 0;
+    const char *host = find_host(buf, &hlen);
+    if (host && !http_host_agrees(host, hlen, &f->dst, f->endpoint_host)) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "Host header disagrees with %.60s",
+                 f->endpoint_host[0] ? f->endpoint_host : "the destination");
+        flow_host_mismatch_finding(f, NULL, detail);
+        flow_peek_done(f, "host_mismatch");
+        return;
+    }
+    flow_peek_done(f, NULL);
+}
+
 static void flow_peek_check(struct flow *f)
 {
-    char buf[PEEK_MAX + 1];
+    static char buf[PEEK_MAX + 1]; /* the loop is single-threaded */
+    struct tls_hello hello;
+
     ssize_t n = recv(f->fd, buf, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -206,49 +401,41 @@ static void flow_peek_check(struct flow *f)
         flow_peek_done(f, NULL); /* the relay will see the error and reset */
         return;
     }
-    if (n == 0 || !looks_like_http(buf, (size_t)n)) {
+    if (n == 0) {
         flow_peek_done(f, NULL);
         return;
     }
-    buf[n] = '\0';
-    if (!strstr(buf, "\r\n\r\n") && !strstr(buf, "\n\n")) {
-        if (n >= PEEK_MAX) {
-            flow_peek_done(f, "http_head_too_large");
-            return;
-        }
-        /* Wake again only when more has arrived (peeked bytes stay readable). */
-        int lowat = (int)n + 1;
-        setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
-        if (!f->peek_seen) {
-            uint64_t left = PEEK_HEAD_MS - (uv_now(daemon_loop) - f->peek_started_ms);
-            uv_timer_start(&f->peek_timer, on_peek_timer, left, 0);
-        }
-        f->peek_seen = (size_t)n;
+    f->peek_tls = false;
+    switch (tls_hello_parse((const uint8_t *)buf, (size_t)n, &hello)) {
+    case TLS_HELLO_OK:
+        flow_peek_tls(f, &hello);
+        return;
+    case TLS_HELLO_NEED_MORE:
+        f->peek_tls = true;
+        flow_peek_wait_more(f, (size_t)n);
+        return;
+    case TLS_HELLO_MALFORMED:
+        flow_peek_done(f, "tls_hello_malformed");
+        return;
+    case TLS_HELLO_TOO_LARGE:
+        flow_peek_done(f, "tls_hello_too_large");
+        return;
+    default: /* not TLS */
+        break;
+    }
+    if (f->action == EVENT_ACTION_DENIED) {
+        flow_peek_done(f, NULL); /* only a name from a ClientHello could have helped */
         return;
     }
-    size_t hlen = 0;
-    const char *host = find_host(buf, &hlen);
-    if (host && !http_host_agrees(host, hlen, &f->dst, f->endpoint_host)) {
-        struct event ev;
-        char detail[96];
-        memset(&ev, 0, sizeof(ev));
-        snprintf(detail, sizeof(detail), "Host header disagrees with %.60s",
-                 f->endpoint_host[0] ? f->endpoint_host : "the destination");
-        ev.sandbox = f->sb->rec.name;
-        ev.type = "FINDING:HOST_MISMATCH";
-        ev.action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
-        ev.reason = "host_mismatch";
-        ev.policy = f->policy_name;
-        ev.proto = "tcp";
-        ev.dst_ip = f->dst;
-        ev.dst_port = f->dport;
-        ev.severity = EVENT_SEVERITY_HIGH;
-        ev.detail = detail;
-        events_emit(&ev);
-        flow_peek_done(f, "host_mismatch");
+    if (f->tls_mode != POLICY_TLS_AUTO) {
+        flow_peek_done(f, "not_tls");
         return;
     }
-    flow_peek_done(f, NULL);
+    if (f->inspect) {
+        flow_peek_done(f, NULL); /* the HTTP inspector checks every request */
+        return;
+    }
+    flow_peek_http(f, buf, (size_t)n);
 }
 
 static void on_peek_readable(uv_poll_t *p, int status, int events)
@@ -265,8 +452,18 @@ static void on_peek_readable(uv_poll_t *p, int status, int events)
 static void on_peek_timer(uv_timer_t *t)
 {
     struct flow *f = t->data;
-    /* Nothing yet: a server-first protocol.  A started head: refuse. */
-    flow_peek_done(f, f->peek_seen ? "http_head_incomplete" : NULL);
+    if (f->peek_seen) {
+        /* A started ClientHello or request head that never completed. */
+        flow_peek_done(f, f->peek_tls ? "tls_hello_incomplete" : "http_head_incomplete");
+        return;
+    }
+    if (f->action != EVENT_ACTION_DENIED && f->tls_mode != POLICY_TLS_AUTO) {
+        flow_peek_done(f, "tls_hello_timeout");
+        return;
+    }
+    /* Nothing yet: a server-first protocol (or an inspected endpoint, whose
+     * inspector takes it from here). */
+    flow_peek_done(f, NULL);
 }
 
 static void flow_peek_start(struct flow *f)
@@ -278,7 +475,11 @@ static void flow_peek_start(struct flow *f)
     f->peek_poll.data = f->peek_timer.data = f;
     f->peek_handles = 2;
     uv_poll_start(&f->peek_poll, UV_READABLE, on_peek_readable);
-    uv_timer_start(&f->peek_timer, on_peek_timer, PEEK_FIRST_BYTE_MS, 0);
+    /* Clients speak first to HTTP and TLS endpoints, and to a wildcard that
+     * needs a name: wait longer there than for what may be server-first. */
+    bool client_first = f->inspect || f->tls_mode != POLICY_TLS_AUTO || f->want_name;
+    uv_timer_start(&f->peek_timer, on_peek_timer, client_first ? PEEK_HEAD_MS : PEEK_FIRST_BYTE_MS,
+                   0);
 }
 
 /* Hand an identified, allowed flow to the HTTP inspector. */
@@ -296,17 +497,23 @@ static void flow_start_inspection(struct flow *f)
         .pol = f->pol,
         .ep = f->ep,
         .policy_name = f->policy_name,
-        .endpoint_host = f->endpoint_host[0] ? f->endpoint_host : NULL,
+        /* Over TLS every Host must name what the SNI named. */
+        .endpoint_host = f->sni[0]             ? f->sni
+                         : f->endpoint_host[0] ? f->endpoint_host
+                                               : NULL,
         .dst = f->dst,
         .dport = f->dport,
         .audit = f->sb->rec.audit,
+        .tls = f->terminate,
+        .tls_name = f->sni[0] ? f->sni : NULL,
+        .raw = !f->inspect,
     };
     int err = http_flow_start(&p, &h);
     if (err < 0) {
         log_debug("sandbox %s: cannot start an inspected flow: %s", f->sb->rec.name,
                   strerror(-err));
         f->action = EVENT_ACTION_DENIED;
-        f->reason = "proxy_error";
+        f->reason = err == -ENOTSUP ? "tls_unavailable" : "proxy_error";
         return;
     }
     http_flow_set_process(h, f->pid, f->exe);
@@ -319,7 +526,7 @@ static void flow_maybe_finish(struct flow *f)
     if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE) ||
         (f->flags & FLOW_F_PEEKING))
         return;
-    if (f->inspect && f->action != EVENT_ACTION_DENIED)
+    if ((f->inspect || f->terminate) && f->action != EVENT_ACTION_DENIED)
         flow_start_inspection(f);
     flow_emit(f);
     flow_free(f);
@@ -344,7 +551,7 @@ static void flow_set_verdict(struct flow *f, enum event_action action, const cha
         f->policy_name = f->policy_name_buf;
     }
     f->flags |= FLOW_F_DECIDED;
-    if (action == EVENT_ACTION_DENIED || f->inspect) {
+    if (action == EVENT_ACTION_DENIED && !f->want_name) {
         flow_maybe_finish(f);
         return;
     }
@@ -415,14 +622,17 @@ static void flow_decide(struct flow *f)
         }
         return;
     }
-    if (d.inspect && (d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT)) {
-        /* `protocol: rest`: every request is decided by the inspector; keep
-         * the endpoint (and the policy it lives in) for it. */
-        f->inspect = true;
-        f->ep = d.endpoint;
+    bool passes = d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT;
+    f->want_name = d.verdict == POLICY_DENY && d.name_could_match;
+    if (passes || f->want_name) {
+        /* The endpoint (and the policy it lives in) stays in use: for the
+         * inspector (`protocol: rest`), and to decide again on the SNI. */
         f->pol = policy_ref_get(f->sb->policy_ref);
     }
-    str_copy(f->endpoint_host, d.endpoint_host ? d.endpoint_host : "", sizeof(f->endpoint_host));
+    if (passes)
+        flow_set_endpoint(f, &d);
+    else
+        str_copy(f->endpoint_host, "", sizeof(f->endpoint_host));
     switch (d.verdict) {
     case POLICY_ALLOW:
         flow_set_verdict(f, EVENT_ACTION_ALLOWED, NULL, d.policy_name);

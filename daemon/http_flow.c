@@ -10,8 +10,17 @@
  * that the inspector has not cleared yet, and `out`, cleared bytes not yet
  * written.  A source is read only while its `out` is empty, so a slow reader
  * stops its writer (bounded memory per connection).
+ *
+ * Terminated TLS sits below the buffers: a side with a tls_conn is read as
+ * ciphertext, fed to the connection and drained as plaintext into `in`;
+ * `out` is encrypted only while the connection's own output is empty, so
+ * neither grows without bound.  The upstream handshake (which verifies the
+ * server) comes first; only then is the client's ClientHello, which is still
+ * in its socket, answered — with a leaf for the same name, or with an alert
+ * when the upstream failed.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,17 +31,23 @@
 #include "events.h"
 #include "http_flow.h"
 #include "inspect.h"
+#include "tls.h"
 
 #define HF_BUF_SIZE (HTTP_DEFAULT_MAX_HEAD_BYTES + 48 * 1024)
 #define HF_DENY_DRAIN_MS 10000
 /* Closing with unread input would reset the connection and could destroy
  * the 403 before the client reads it: drain for a moment first. */
 #define HF_LINGER_MS 2000
+/* Ciphertext read per wake-up (one TLS record and a bit). */
+#define HF_TLS_READ 17408
 
 enum { HF_CLIENT = 0, HF_UPSTREAM = 1 };
 
 enum hf_state {
     HF_CONNECTING = 0,
+    HF_TLS_UPSTREAM, /* handshake with the upstream, which must verify */
+    HF_TLS_CLIENT,   /* then the client's, with a leaf for the same name */
+    HF_TLS_REFUSING, /* the upstream failed: the client gets an alert */
     HF_RUNNING,
     HF_REJECTING, /* a request was refused: deliver earlier responses, then the 403/400 */
     HF_LINGERING, /* the refusal is out: read and drop what the client still sends */
@@ -49,6 +64,7 @@ struct hf_dir {
     bool shut;      /* FIN passed on to the destination */
     bool stalled;   /* the inspector needs more bytes than `in` holds now */
     bool eof_given; /* the inspector was told about the EOF */
+    bool sock_eof;  /* TLS: the socket ended; eof once the plaintext is drained */
 };
 
 struct http_flow {
@@ -62,6 +78,9 @@ struct http_flow {
     bool request_blocked; /* the inspector waits for a response first */
     struct hf_dir dir[2]; /* [0] client -> upstream, [1] upstream -> client */
     struct http_inspector *insp;
+    struct tls_conn *tls[2]; /* per side; NULL: plain */
+    bool tls_fin[2];         /* a FIN follows once the close_notify is written */
+    char tls_name[POLICY_MAX_HOST_LEN + 1];
     char *reject; /* the 403/400 to send once earlier responses are out */
     size_t reject_len;
     uint64_t last_activity_ms, deadline_ms;
@@ -82,6 +101,8 @@ struct http_flow {
 };
 
 static size_t n_http_flows;
+static struct tls_ca *hf_ca;
+static struct tls_server *hf_tls_server;
 
 static void hf_settle(struct http_flow *h);
 static void on_poll(uv_poll_t *p, int status, int events);
@@ -121,6 +142,8 @@ static void on_handle_closed(uv_handle_t *handle)
     }
     free(h->reject);
     http_inspector_free(h->insp);
+    for (int s = 0; s < 2; s++)
+        tls_conn_free(h->tls[s]);
     policy_ref_put(h->pol);
     n_http_flows--;
     h->sb->n_http_flows--;
@@ -150,11 +173,70 @@ static void hf_close(struct http_flow *h, bool reset)
     uv_close((uv_handle_t *)&h->timer, on_handle_closed);
 }
 
+/* Write side s's pending ciphertext; then a FIN if one waits for it. */
+static int hf_tls_send(struct http_flow *h, int s)
+{
+    const uint8_t *data;
+    size_t len;
+    while ((len = tls_conn_out_peek(h->tls[s], &data)) > 0) {
+        ssize_t n = send(h->fd[s], data, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        tls_conn_out_consume(h->tls[s], (size_t)n);
+        h->last_activity_ms = uv_now(daemon_loop);
+    }
+    if (h->tls_fin[s]) {
+        h->tls_fin[s] = false;
+        shutdown(h->fd[s], SHUT_WR);
+    }
+    return 0;
+}
+
+static bool hf_tls_pending(const struct http_flow *h, int s)
+{
+    return h->tls[s] && tls_conn_out_pending(h->tls[s]) > 0;
+}
+
+/* Send a FIN towards side s (after a close_notify on TLS). */
+static void hf_shut_wr(struct http_flow *h, int s)
+{
+    if (!h->tls[s]) {
+        shutdown(h->fd[s], SHUT_WR);
+        return;
+    }
+    tls_conn_close_notify(h->tls[s]);
+    h->tls_fin[s] = true;
+    hf_tls_send(h, s);
+}
+
 /* Write what direction d has cleared to its destination. */
 static int hf_flush(struct http_flow *h, int d)
 {
     struct hf_dir *dir = &h->dir[d];
     int dst = h->fd[!d];
+    struct tls_conn *tls = h->tls[!d];
+    if (tls) {
+        /* Encrypt only into an empty output, so it stays one chunk deep. */
+        int rc = hf_tls_send(h, !d);
+        while (rc == 0 && dir->out_off < dir->out_len && !tls_conn_out_pending(tls)) {
+            size_t chunk = dir->out_len - dir->out_off;
+            ssize_t n = tls_conn_write(tls, dir->out + dir->out_off, chunk > 16384 ? 16384 : chunk);
+            if (n <= 0)
+                return -EPROTO;
+            dir->out_off += (size_t)n;
+            rc = hf_tls_send(h, !d);
+        }
+        if (rc < 0)
+            return rc;
+        if (dir->out_off == dir->out_len)
+            dir->out_off = dir->out_len = 0;
+        return 0;
+    }
     while (dir->out_off < dir->out_len) {
         ssize_t n = send(dst, dir->out + dir->out_off, dir->out_len - dir->out_off, MSG_NOSIGNAL);
         if (n < 0) {
@@ -297,10 +379,63 @@ static bool hf_inspect(struct http_flow *h, int d)
     return true;
 }
 
+/* May side s be read into its `in` now?  (Flow control: see the top.) */
+static bool hf_may_read(const struct http_flow *h, int s)
+{
+    const struct hf_dir *from = &h->dir[s];
+    bool may_read = !from->eof && from->out_len == 0 && from->in_len < HF_BUF_SIZE &&
+                    (h->state == HF_RUNNING || (h->state == HF_REJECTING && s == HF_UPSTREAM));
+    if (s == HF_CLIENT && h->request_blocked && !h->raw)
+        may_read = false;
+    return may_read;
+}
+
+/* TLS: move what side s's connection has decrypted into its `in`.  Returns
+ * 1 when bytes (or the EOF) arrived, 0 when none, or -errno. */
+static int hf_tls_pull(struct http_flow *h, int s)
+{
+    struct hf_dir *dir = &h->dir[s];
+    int got = 0;
+    while (hf_may_read(h, s)) {
+        ssize_t n = tls_conn_read(h->tls[s], dir->in + dir->in_len, HF_BUF_SIZE - dir->in_len);
+        if (n == TLS_CONN_CLOSED || (n == 0 && dir->sock_eof)) {
+            dir->eof = true;
+            got = 1;
+            break;
+        }
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        dir->in_len += (size_t)n;
+        dir->stalled = false;
+        got = 1;
+    }
+    /* Reading may have produced output (a key update, an alert). */
+    int rc = hf_tls_send(h, s);
+    return rc < 0 ? rc : got;
+}
+
 /* Read what side s has, into direction s's `in`. */
 static int hf_read(struct http_flow *h, int s)
 {
     struct hf_dir *dir = &h->dir[s];
+    if (h->tls[s]) {
+        uint8_t cbuf[HF_TLS_READ];
+        ssize_t n;
+        do {
+            n = recv(h->fd[s], cbuf, sizeof(cbuf), 0);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        if (n == 0)
+            dir->sock_eof = true;
+        else if (tls_conn_feed(h->tls[s], cbuf, (size_t)n) < 0)
+            return -ENOMEM;
+        h->last_activity_ms = uv_now(daemon_loop);
+        int rc = hf_tls_pull(h, s);
+        return rc < 0 ? rc : 0;
+    }
     while (dir->in_len < HF_BUF_SIZE) {
         ssize_t n = recv(h->fd[s], dir->in + dir->in_len, HF_BUF_SIZE - dir->in_len, 0);
         if (n < 0) {
@@ -328,15 +463,11 @@ static void hf_update_polls(struct http_flow *h)
     for (int s = 0; s < 2; s++) {
         if (h->fd[s] < 0)
             continue;
-        struct hf_dir *from = &h->dir[s], *to = &h->dir[!s];
+        struct hf_dir *to = &h->dir[!s];
         int ev = 0;
-        bool may_read = !from->eof && from->out_len == 0 && from->in_len < HF_BUF_SIZE &&
-                        (h->state == HF_RUNNING || (h->state == HF_REJECTING && s == HF_UPSTREAM));
-        if (s == HF_CLIENT && h->request_blocked && !h->raw)
-            may_read = false;
-        if (may_read)
+        if (hf_may_read(h, s))
             ev |= UV_READABLE;
-        if (to->out_off < to->out_len)
+        if (to->out_off < to->out_len || hf_tls_pending(h, s))
             ev |= UV_WRITABLE;
         if (ev != h->poll_events[s]) {
             h->poll_events[s] = ev;
@@ -354,7 +485,7 @@ static void hf_linger(struct http_flow *h)
 {
     h->state = HF_LINGERING;
     h->deadline_ms = uv_now(daemon_loop) + HF_LINGER_MS;
-    shutdown(h->fd[HF_CLIENT], SHUT_WR);
+    hf_shut_wr(h, HF_CLIENT);
     if (h->fd[HF_UPSTREAM] >= 0) {
         uv_poll_stop(&h->poll[HF_UPSTREAM]);
         close(h->fd[HF_UPSTREAM]);
@@ -379,6 +510,15 @@ static void hf_settle(struct http_flow *h)
             }
             if (!h->dir[d].out_len)
                 progress |= hf_inspect(h, d);
+            /* Plaintext the connection already holds raises no poll event. */
+            if (h->tls[d] && h->state != HF_CLOSING) {
+                rc = hf_tls_pull(h, d);
+                if (rc < 0) {
+                    hf_close(h, true);
+                    return;
+                }
+                progress |= rc > 0;
+            }
         }
     }
     if (h->state == HF_CLOSING)
@@ -399,7 +539,7 @@ static void hf_settle(struct http_flow *h)
                 return;
             }
         }
-        if (!h->reject && !resp->out_len) {
+        if (!h->reject && !resp->out_len && !hf_tls_pending(h, HF_CLIENT)) {
             hf_linger(h);
             return;
         }
@@ -411,15 +551,122 @@ static void hf_settle(struct http_flow *h)
         struct hf_dir *dir = &h->dir[d];
         bool drained = !dir->in_len && !dir->out_len;
         if (dir->eof && drained && !dir->shut && (h->raw || dir->eof_given)) {
-            shutdown(h->fd[!d], SHUT_WR);
+            hf_shut_wr(h, !d);
             dir->shut = true;
         }
     }
-    if (h->dir[0].shut && h->dir[1].shut) {
+    if (h->dir[0].shut && h->dir[1].shut && !hf_tls_pending(h, 0) && !hf_tls_pending(h, 1)) {
         hf_close(h, false);
         return;
     }
     hf_update_polls(h);
+}
+
+/* ---- terminated TLS: the two handshakes ---- */
+
+/* Poll only side s, for its handshake. */
+static void hf_poll_only(struct http_flow *h, int s)
+{
+    for (int i = 0; i < 2; i++) {
+        int ev = 0;
+        if (i == s)
+            ev = UV_READABLE | (hf_tls_pending(h, s) ? UV_WRITABLE : 0);
+        if (ev != h->poll_events[i]) {
+            h->poll_events[i] = ev;
+            if (ev)
+                uv_poll_start(&h->poll[i], ev, on_poll);
+            else
+                uv_poll_stop(&h->poll[i]);
+        }
+    }
+}
+
+static void hf_tls_step(struct http_flow *h);
+
+/* Start the client's handshake: a leaf for the name, or (refuse) an alert. */
+static void hf_tls_start_client(struct http_flow *h, bool refuse)
+{
+    unsigned flags = TLS_CONN_F_ALPN_HTTP11 | (refuse ? TLS_CONN_F_REFUSE : 0);
+    int rc = tls_conn_new_server(hf_tls_server, h->tls_name, flags, &h->tls[HF_CLIENT]);
+    if (rc < 0) {
+        log_warn("sandbox %s: no certificate for %s: %s", h->sb->rec.name, h->tls_name,
+                 strerror(-rc));
+        hf_close(h, true);
+        return;
+    }
+    h->state = refuse ? HF_TLS_REFUSING : HF_TLS_CLIENT;
+    hf_tls_step(h);
+}
+
+/* Advance whichever handshake the state names, as far as it goes. */
+static void hf_tls_step(struct http_flow *h)
+{
+    int s = h->state == HF_TLS_UPSTREAM ? HF_UPSTREAM : HF_CLIENT;
+    int rc = tls_conn_handshake(h->tls[s]);
+    if (hf_tls_send(h, s) < 0) {
+        hf_close(h, true);
+        return;
+    }
+    if (rc < 0) {
+        const char *why = tls_conn_error(h->tls[s]);
+        if (h->state == HF_TLS_UPSTREAM) {
+            /* Never a session with a server that did not prove its name:
+             * the client gets an alert instead of a certificate. */
+            bool verify = strstr(why, "verify") || strstr(why, "hostname") ||
+                          strstr(why, "mismatch") || strstr(why, "certificate");
+            hf_event(h, "TLS:HANDSHAKE", EVENT_ACTION_DENIED,
+                     verify ? "upstream_verify_failed" : "upstream_tls_failed", EVENT_SEVERITY_HIGH,
+                     NULL, NULL, h->tls_name, why);
+            hf_tls_start_client(h, true);
+            return;
+        }
+        if (h->state == HF_TLS_CLIENT)
+            hf_event(h, "TLS:HANDSHAKE", EVENT_ACTION_DENIED, "client_tls_failed",
+                     EVENT_SEVERITY_MEDIUM, NULL, NULL, h->tls_name, why);
+        /* The alert (ours or for the refusal) went out with the send above. */
+        hf_close(h, false);
+        return;
+    }
+    if (rc == 0) {
+        hf_poll_only(h, s);
+        return;
+    }
+    if (h->state == HF_TLS_UPSTREAM) {
+        hf_tls_start_client(h, false);
+        return;
+    }
+    if (h->state == HF_TLS_REFUSING) {
+        hf_close(h, false);
+        return;
+    }
+    h->state = HF_RUNNING;
+    hf_settle(h);
+}
+
+/* The upstream accepted the TCP connection: TLS, or straight to running. */
+static void hf_connected(struct http_flow *h)
+{
+    if (!h->tls_name[0]) {
+        h->state = HF_RUNNING;
+        h->poll_events[HF_UPSTREAM] = 0;
+        uv_poll_stop(&h->poll[HF_UPSTREAM]);
+        uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
+        h->poll_events[HF_CLIENT] = UV_READABLE;
+        hf_settle(h);
+        return;
+    }
+    uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
+    h->deadline_ms = uv_now(daemon_loop) + ct;
+    int rc = tls_conn_new_client(h->sb->tls_client, h->tls_name, TLS_CONN_F_ALPN_HTTP11,
+                                 &h->tls[HF_UPSTREAM]);
+    if (rc < 0) {
+        log_warn("sandbox %s: cannot start TLS to %s: %s", h->sb->rec.name, h->tls_name,
+                 strerror(-rc));
+        hf_close(h, true);
+        return;
+    }
+    h->state = HF_TLS_UPSTREAM;
+    hf_tls_step(h);
 }
 
 static void on_poll(uv_poll_t *p, int status, int events)
@@ -438,12 +685,31 @@ static void on_poll(uv_poll_t *p, int status, int events)
             hf_close(h, true);
             return;
         }
-        h->state = HF_RUNNING;
-        h->poll_events[HF_UPSTREAM] = 0;
-        uv_poll_stop(&h->poll[HF_UPSTREAM]);
-        uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
-        h->poll_events[HF_CLIENT] = UV_READABLE;
-        hf_settle(h);
+        hf_connected(h);
+        return;
+    }
+    if (h->state == HF_TLS_UPSTREAM || h->state == HF_TLS_CLIENT || h->state == HF_TLS_REFUSING) {
+        if (status < 0) {
+            hf_close(h, true);
+            return;
+        }
+        if (events & UV_READABLE) {
+            uint8_t cbuf[HF_TLS_READ];
+            ssize_t n;
+            do {
+                n = recv(h->fd[s], cbuf, sizeof(cbuf), 0);
+            } while (n < 0 && errno == EINTR);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                /* The peer left mid-handshake. */
+                hf_close(h, n < 0);
+                return;
+            }
+            if (n > 0 && tls_conn_feed(h->tls[s], cbuf, (size_t)n) < 0) {
+                hf_close(h, true);
+                return;
+            }
+        }
+        hf_tls_step(h);
         return;
     }
     if (h->state == HF_LINGERING) {
@@ -479,8 +745,10 @@ static void on_timer(uv_timer_t *t)
         hf_close(h, false);
         return;
     }
+    bool handshaking =
+        h->state == HF_TLS_UPSTREAM || h->state == HF_TLS_CLIENT || h->state == HF_TLS_REFUSING;
     if (h->state == HF_CONNECTING || (h->state == HF_REJECTING && now >= h->deadline_ms) ||
-        now - h->last_activity_ms >= idle) {
+        (handshaking && now >= h->deadline_ms) || now - h->last_activity_ms >= idle) {
         hf_close(h, true);
         return;
     }
@@ -619,6 +887,32 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
     rc = http_inspector_new(&icfg, &h->insp);
     if (rc < 0)
         goto fail;
+    if (p->tls) {
+        if (!hf_tls_server) {
+            rc = -ENOTSUP;
+            goto fail;
+        }
+        if (!p->sb->tls_client && !p->sb->tls_client_failed) {
+            /* The sandbox's own --upstream-ca, else the daemon's. */
+            char path[PATH_MAX], err[256];
+            sandbox_path(p->sb->rec.name, "upstream-ca.pem", path, sizeof(path));
+            const char *extra = access(path, R_OK) == 0 ? path : daemon_cfg.upstream_ca;
+            if (tls_client_new(extra, &p->sb->tls_client, err, sizeof(err)) < 0) {
+                log_error("sandbox %s: cannot verify upstream TLS servers: %s", p->sb->rec.name,
+                          err);
+                p->sb->tls_client_failed = true;
+            }
+        }
+        if (!p->sb->tls_client) {
+            rc = -ENOTSUP;
+            goto fail;
+        }
+        if (p->tls_name)
+            str_copy(h->tls_name, p->tls_name, sizeof(h->tls_name));
+        else
+            net_addr_format(&p->dst, h->tls_name, sizeof(h->tls_name));
+    }
+    h->raw = p->raw;
     h->dst = p->dst;
     h->dport = p->dport;
     h->audit = p->audit;
@@ -669,4 +963,37 @@ fail:
     http_inspector_free(h->insp);
     free(h);
     return rc;
+}
+
+int http_flow_tls_init(void)
+{
+    char err[256];
+    const char *dir = tls_ca_dir();
+    int rc = tls_ca_load_or_create(dir, &hf_ca, err, sizeof(err));
+    if (rc < 0) {
+        log_error("TLS interception unavailable (CA in %s): %s; flows that need it are refused",
+                  dir, err);
+        return rc;
+    }
+    rc = tls_server_new(hf_ca, 0, &hf_tls_server);
+    if (rc < 0) {
+        log_error("TLS interception unavailable: %s; flows that need it are refused",
+                  strerror(-rc));
+        hf_ca = tls_ca_free(hf_ca);
+        return rc;
+    }
+    return 0;
+}
+
+void http_flow_tls_shutdown(void)
+{
+    if (hf_tls_server) {
+        struct tls_cache_stats st;
+        tls_server_stats(hf_tls_server, &st);
+        log_info("TLS leaf cache: %llu hits, %llu misses, %llu evictions, %zu entries",
+                 (unsigned long long)st.hits, (unsigned long long)st.misses,
+                 (unsigned long long)st.evictions, st.entries);
+    }
+    hf_tls_server = tls_server_free(hf_tls_server);
+    hf_ca = tls_ca_free(hf_ca);
 }

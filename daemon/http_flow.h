@@ -25,9 +25,22 @@ struct http_flow_params {
     struct net_addr dst;
     uint16_t dport;
     bool audit; /* the sandbox's --audit */
+    /* Terminate TLS on both legs: the client gets a leaf for tls_name from
+     * the CA, the upstream must prove it is tls_name (NULL: the destination
+     * address is the name). */
+    bool tls;
+    const char *tls_name;
+    bool raw; /* relay the bytes without HTTP inspection (tls: terminate only) */
 };
 
-/* Connect upstream and start inspecting.  On success the flow owns the
+/* Load (or create) the interception CA for terminated TLS.  Without it
+ * (a failure is logged), TLS flows that need terminating are refused. */
+int http_flow_tls_init(void);
+void http_flow_tls_shutdown(void);
+
+/* Connect upstream (with TLS: verify it, then answer the client's
+ * handshake) and start inspecting.  -ENOTSUP: TLS is needed and the CA
+ * could not be loaded.  On success the flow owns the
  * client fd, holds a sandbox reference, takes over one count of
  * sb->n_flows (the caller's) and frees everything itself; *ret (may be NULL)
  * is valid until the flow ends.  On failure (-errno) the caller still owns

@@ -16,6 +16,8 @@
 
 #include "daemon.h"
 #include "events.h"
+#include "http_flow.h"
+#include "tls.h"
 
 #define PRIVATE_IDLE_EXIT_MS 3000
 #define PRIVATE_START_GRACE_MS 15000
@@ -48,6 +50,7 @@ static void usage(FILE *out)
             "  --events-jsonl PATH    also write events as JSON lines to PATH (rotated)\n"
             "  --no-journal           write events to stderr instead of the journal\n"
             "  --upstream-ca PEM      extra CA certificates trusted for upstream TLS\n"
+            "  --ca-dir DIR           the interception CA (default %s, or $PORTCULLIS_CA_DIR)\n"
             "  --connect-timeout MS   upstream connect timeout (default 10000)\n"
             "  --idle-timeout S       reset a connection idle this long (default 3600)\n"
             "  --private              exit when no sandbox is left (started by `portcullis run`)\n"
@@ -58,7 +61,7 @@ static void usage(FILE *out)
             "\n"
             "Signals: SIGHUP reloads every sandbox's policy (an invalid one keeps the old),\n"
             "SIGUSR1 rescans the registry, SIGTERM/SIGINT stop.\n",
-            SANDBOX_DEFAULT_PROXY_PORT, SANDBOX_DEFAULT_STATE_DIR);
+            SANDBOX_DEFAULT_PROXY_PORT, SANDBOX_DEFAULT_STATE_DIR, TLS_DEFAULT_CA_DIR);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -186,6 +189,7 @@ int main(int argc, char **argv)
         {"events-jsonl", required_argument, NULL, 'j'},
         {"no-journal", no_argument, NULL, 'J'},
         {"upstream-ca", required_argument, NULL, 'c'},
+        {"ca-dir", required_argument, NULL, 'C'},
         {"connect-timeout", required_argument, NULL, 'T'},
         {"idle-timeout", required_argument, NULL, 'I'},
         {"private", no_argument, NULL, 'P'},
@@ -213,6 +217,11 @@ int main(int argc, char **argv)
             if (optarg[0] != '/')
                 return usage_error("--state-dir must be an absolute path, not '%s'", optarg);
             setenv("PORTCULLIS_STATE_DIR", optarg, 1);
+            break;
+        case 'C':
+            if (optarg[0] != '/')
+                return usage_error("--ca-dir must be an absolute path, not '%s'", optarg);
+            setenv("PORTCULLIS_CA_DIR", optarg, 1);
             break;
         case 'j':
             ecfg.jsonl_path = optarg;
@@ -291,6 +300,8 @@ int main(int argc, char **argv)
     daemon_loop = uv_default_loop();
     if (resolver_init() < 0 || registry_init() < 0)
         return 1;
+    /* Without a CA only terminated TLS is refused; the rest works. */
+    http_flow_tls_init();
     if (flow_listen() < 0 || write_port_file() < 0)
         return 1;
 
@@ -320,6 +331,7 @@ int main(int argc, char **argv)
 
     resolver_shutdown();
     registry_shutdown();
+    http_flow_tls_shutdown();
     events_shutdown();
     /* Let close callbacks of cancelled work run. */
     uv_run(daemon_loop, UV_RUN_NOWAIT);

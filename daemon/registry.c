@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "tls.h"
 #include "ident.h"
 
 #define REGISTRY_MAX_HOST_ADDRS 8192
@@ -75,6 +76,7 @@ static void sandbox_free(struct sandbox *sb)
 {
     sandbox_set_policy(sb, NULL);
     sb->ident = ident_ctx_free(sb->ident);
+    sb->tls_client = tls_client_free(sb->tls_client);
     if (sb->netns_fd >= 0)
         close(sb->netns_fd);
     free(sb);
