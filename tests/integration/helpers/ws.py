@@ -4,10 +4,14 @@
   ws.py server --bind A --port P [--first-frame] [--unsolicited]
       echo server; --first-frame: the 101 and a first frame ("hello") go out
       in one write; --unsolicited: answer every request with a 101, asked or not
-  ws.py client HOST PORT HOSTHEADER N
+      --cert PEM --key PEM: the same over TLS (wss)
+  ws.py client HOST PORT HOSTHEADER N [--tls] [--sni NAME] [--cafile PEM]
       handshake, then N text and N binary frames of growing size; each echo
       must come back intact; prints "ok N" (and "first hello" if the server
       sent one)
+      --tls: wss; the server certificate is verified against --cafile, or
+      the default trust (which honours SSL_CERT_FILE), for --sni (default:
+      HOSTHEADER without its port), which is also the SNI sent
 """
 import argparse
 import base64
@@ -15,6 +19,7 @@ import hashlib
 import os
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 
@@ -78,9 +83,14 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         a = self.server.args
         s = self.request
+        if a.cert:
+            try:
+                s = self.server.tls.wrap_socket(s, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
         try:
             head, rest = read_head(s)
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError, OSError):
             return
         with open(a.log, "a") as f:
             f.write("REQUEST %s\n" % head.split("\r\n")[0])
@@ -98,7 +108,7 @@ class Handler(socketserver.BaseRequestHandler):
         while True:
             try:
                 op, data = read_frame(s)
-            except ConnectionError:
+            except (ConnectionError, ssl.SSLError, OSError):
                 return
             if op == 8:
                 s.sendall(frame(8, b"", False))
@@ -111,11 +121,27 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-def client(host, port, hosthdr, n):
+def client(host, port, hosthdr, n, opts=()):
+    p = argparse.ArgumentParser(prog="ws.py client HOST PORT HOSTHEADER N")
+    p.add_argument("--tls", action="store_true")
+    p.add_argument("--sni")
+    p.add_argument("--cafile")
+    o = p.parse_args(list(opts))
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect((host, port))
+    if o.tls:
+        ctx = ssl.create_default_context(cafile=o.cafile) if o.cafile else ssl.create_default_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        sni = o.sni
+        if not sni:  # the Host header without its port (and brackets)
+            sni = hosthdr.rsplit("]", 1)[0].lstrip("[") if hosthdr.startswith("[") else hosthdr.split(":")[0]
+        try:
+            s = ctx.wrap_socket(s, server_hostname=sni)
+        except (ssl.SSLError, OSError) as e:
+            print("tls: %s" % e)
+            return 1
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(("GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (hosthdr, key)).encode())
@@ -154,17 +180,22 @@ def client(host, port, hosthdr, n):
 
 def main():
     if sys.argv[1] == "client":
-        return client(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        return client(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6:])
     p = argparse.ArgumentParser()
     p.add_argument("mode")
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--first-frame", action="store_true")
+    p.add_argument("--cert")
+    p.add_argument("--key")
     a = p.parse_args()
     Server.address_family = socket.AF_INET6 if ":" in a.bind else socket.AF_INET
     srv = Server((a.bind, a.port), Handler)
     srv.args = a
+    if a.cert:
+        srv.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        srv.tls.load_cert_chain(a.cert, a.key or a.cert)
     print("ready", flush=True)
     srv.serve_forever()
 
