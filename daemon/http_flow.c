@@ -173,22 +173,34 @@ static void hf_close(struct http_flow *h, bool reset)
     uv_close((uv_handle_t *)&h->timer, on_handle_closed);
 }
 
+/* Send as much of p[0, len) as fd takes now; *ret_sent says how much.
+ * Returns 0 (also when the socket is full) or -errno. */
+static int hf_send(struct http_flow *h, int fd, const uint8_t *p, size_t len, size_t *ret_sent)
+{
+    *ret_sent = 0;
+    while (*ret_sent < len) {
+        ssize_t n = send(fd, p + *ret_sent, len - *ret_sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        }
+        *ret_sent += (size_t)n;
+        h->last_activity_ms = uv_now(daemon_loop);
+    }
+    return 0;
+}
+
 /* Write side s's pending ciphertext; then a FIN if one waits for it. */
 static int hf_tls_send(struct http_flow *h, int s)
 {
     const uint8_t *data;
-    size_t len;
+    size_t len, sent;
     while ((len = tls_conn_out_peek(h->tls[s], &data)) > 0) {
-        ssize_t n = send(h->fd[s], data, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -errno;
-        }
-        tls_conn_out_consume(h->tls[s], (size_t)n);
-        h->last_activity_ms = uv_now(daemon_loop);
+        int rc = hf_send(h, h->fd[s], data, len, &sent);
+        tls_conn_out_consume(h->tls[s], sent);
+        if (rc < 0 || sent < len)
+            return rc;
     }
     if (h->tls_fin[s]) {
         h->tls_fin[s] = false;
@@ -237,20 +249,12 @@ static int hf_flush(struct http_flow *h, int d)
             dir->out_off = dir->out_len = 0;
         return 0;
     }
-    while (dir->out_off < dir->out_len) {
-        ssize_t n = send(dst, dir->out + dir->out_off, dir->out_len - dir->out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -errno;
-        }
-        dir->out_off += (size_t)n;
-        h->last_activity_ms = uv_now(daemon_loop);
-    }
-    dir->out_off = dir->out_len = 0;
-    return 0;
+    size_t sent;
+    int rc = hf_send(h, dst, dir->out + dir->out_off, dir->out_len - dir->out_off, &sent);
+    dir->out_off += sent;
+    if (dir->out_off == dir->out_len)
+        dir->out_off = dir->out_len = 0;
+    return rc;
 }
 
 /* Move the first n bytes of `in` to `out` (out is empty whenever this runs;
