@@ -897,13 +897,15 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
             goto fail;
         }
         if (!p->sb->tls_client && !p->sb->tls_client_failed) {
-            /* The sandbox's own --upstream-ca, else the daemon's. */
+            /* System roots, the daemon's --upstream-ca and the sandbox's own. */
             char path[PATH_MAX], err[256];
             sandbox_path(p->sb->rec.name, "upstream-ca.pem", path, sizeof(path));
-            const char *extra = access(path, R_OK) == 0 ? path : daemon_cfg.upstream_ca;
-            if (tls_client_new(extra, &p->sb->tls_client, err, sizeof(err)) < 0) {
+            if (tls_client_new(daemon_cfg.upstream_ca, &p->sb->tls_client, err, sizeof(err)) < 0 ||
+                (access(path, F_OK) == 0 &&
+                 tls_client_add_ca_file(p->sb->tls_client, path, err, sizeof(err)) < 0)) {
                 log_error("sandbox %s: cannot verify upstream TLS servers: %s", p->sb->rec.name,
                           err);
+                p->sb->tls_client = tls_client_free(p->sb->tls_client);
                 p->sb->tls_client_failed = true;
             }
         }

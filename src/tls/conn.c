@@ -503,6 +503,19 @@ int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err
     return 0;
 }
 
+int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (!cli || !file)
+        return -EINVAL;
+    return load_extra_ca(cli->ctx, file, err, errlen);
+}
+
 int tls_conn_new_client(struct tls_client *cli, const char *name, unsigned flags,
                         struct tls_conn **ret)
 {

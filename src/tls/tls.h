@@ -103,6 +103,8 @@ struct tls_client;
  * empty: an error in err).  TLS 1.2 and 1.3.
  */
 int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err, size_t errlen);
+/* Trust the PEM certificates in file too (the same checks as extra_ca_file). */
+int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, size_t errlen);
 struct tls_client *tls_client_free(struct tls_client *cli);
 
 /* A client-side connection to a server that must prove it is name: a DNS

@@ -423,6 +423,28 @@ static void test_client_extra_ca_errors(void **state)
     rm_rf(tmp);
 }
 
+/* A client made without the CA trusts it once the file is added. */
+static void test_client_add_ca_file(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct tls_client *cli = NULL;
+    struct pair p;
+    assert_int_equal(tls_client_new(NULL, &cli, err, sizeof(err)), 0);
+    pair_open(&p, fx.srv, "add.example.test", 0, cli, "add.example.test", 0);
+    assert_int_equal(p.rc, -EPROTO);
+    pair_close(&p);
+    assert_int_equal(tls_client_add_ca_file(cli, "/nonexistent/ca.pem", err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+    assert_int_equal(tls_client_add_ca_file(cli, fx.ca_file, err, sizeof(err)), 0);
+    pair_open(&p, fx.srv, "add.example.test", 0, cli, "add.example.test", 0);
+    assert_int_equal(p.rs, 1);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+    assert_int_equal(tls_client_add_ca_file(NULL, fx.ca_file, err, sizeof(err)), -EINVAL);
+    tls_client_free(cli);
+}
+
 /* ---- connections ---- */
 
 static void test_handshake_dns_alpn(void **state)
@@ -900,6 +922,7 @@ int main(void)
         cmocka_unit_test(test_ca_concurrent_create), cmocka_unit_test(test_client_extra_ca_errors),
     };
     const struct CMUnitTest conn_tests[] = {
+        cmocka_unit_test(test_client_add_ca_file),
         cmocka_unit_test(test_handshake_dns_alpn),
         cmocka_unit_test(test_handshake_ip_literals),
         cmocka_unit_test(test_alpn_h2_only_client),
