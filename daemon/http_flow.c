@@ -819,11 +819,9 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
         if (!h->audit)
             return HTTP_VERDICT_DENY;
     }
-    struct policy_http_target *t = malloc(sizeof(*t));
-    if (!t) {
-        str_copy(h->deny_rule, "internal_error", sizeof(h->deny_rule));
-        return HTTP_VERDICT_DENY;
-    }
+    /* ~17 KiB, used only within this call on the loop's one thread. */
+    static struct policy_http_target target;
+    struct policy_http_target *t = &target;
     enum policy_http_error perr = policy_http_target_parse(
         head->target, head->target_len, policy_endpoint_allow_encoded_slash(h->ep), t);
     if (perr != POLICY_HTTP_OK) {
@@ -831,7 +829,6 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
         str_copy(h->deny_detail, policy_http_error_name(perr), sizeof(h->deny_detail));
         hf_event(h, type, EVENT_ACTION_DENIED, "l7_rule", EVENT_SEVERITY_MEDIUM, head->method, NULL,
                  host[0] ? host : NULL, h->deny_detail);
-        free(t);
         return HTTP_VERDICT_DENY;
     }
     policy_decide_http(h->ep, h->audit, head->method, t, &hd);
@@ -853,7 +850,6 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
         snprintf(h->deny_detail, sizeof(h->deny_detail), "%.16s %.90s is not allowed", head->method,
                  t->path);
     }
-    free(t);
     return action == EVENT_ACTION_DENIED ? HTTP_VERDICT_DENY : HTTP_VERDICT_ALLOW;
 }
 
