@@ -661,7 +661,11 @@ static void hf_connected(struct http_flow *h)
     }
     uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
     h->deadline_ms = uv_now(daemon_loop) + ct;
-    int rc = tls_conn_new_client(h->sb->tls_client, h->tls_name, TLS_CONN_F_ALPN_HTTP11,
+    /* Resume only a session from the same name at the same address and port. */
+    char addr[NET_ADDR_STRLEN], key[TLS_SESSION_KEY_MAX + 1];
+    snprintf(key, sizeof(key), "%s|%s|%u", h->tls_name,
+             net_addr_format(&h->dst, addr, sizeof(addr)), (unsigned)h->dport);
+    int rc = tls_conn_new_client(h->sb->tls_client, h->tls_name, key, TLS_CONN_F_ALPN_HTTP11,
                                  &h->tls[HF_UPSTREAM]);
     if (rc < 0) {
         log_warn("sandbox %s: cannot start TLS to %s: %s", h->sb->rec.name, h->tls_name,

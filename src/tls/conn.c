@@ -1,6 +1,6 @@
 /*
- * One TLS connection on a pair of memory BIOs, the upstream leg's SSL_CTX,
- * and the name rules shared by both legs.
+ * One TLS connection on a pair of memory BIOs, the upstream leg's SSL_CTX
+ * and its session resumption, and the name rules shared by both legs.
  *
  * Every entry point that calls into OpenSSL clears the thread's error queue
  * first and leaves it empty, so one connection's errors are never reported
@@ -38,11 +38,17 @@ struct tls_conn {
     bool closed;    /* close_notify received */
     bool refused;   /* TLS_CONN_F_REFUSE took effect */
     int alert_rcvd; /* 0x100 | description of a fatal alert received */
+    /* client with a session key: "key" NUL "name" NUL (malloc'ed); NULL
+     * without resumption */
+    char *sess_key;
+    const char *sess_name; /* inside sess_key */
     char err[128];
 };
 
 struct tls_client {
-    SSL_CTX *ctx;
+    SSL_CTX *ctx; /* its app data: this tls_client, NULL once freed */
+    struct tls_sess_cache *sessions;
+    uint64_t offered, resumed;
 };
 
 int tls_name_parse(const char *in, struct tls_name *ret)
@@ -89,6 +95,17 @@ int tls_name_parse(const char *in, struct tls_name *ret)
 struct tls_conn *tls_conn_of(const SSL *ssl)
 {
     return SSL_get_app_data(ssl);
+}
+
+SSL *tls_conn_ssl(const struct tls_conn *c)
+{
+    return c->ssl;
+}
+
+/* The tls_client a client-side SSL was made by; NULL once it is freed. */
+static struct tls_client *client_of(const SSL *ssl)
+{
+    return SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 }
 
 unsigned tls_conn_flags(const struct tls_conn *c)
@@ -149,8 +166,21 @@ struct tls_conn *tls_conn_free(struct tls_conn *c)
     if (!c)
         return NULL;
     SSL_free(c->ssl);
+    free(c->sess_key);
     free(c);
     return NULL;
+}
+
+/* Store a copy of sess for c's key.  A copy, because SSL_free marks the
+ * session of an SSL that sent no close_notify as not resumable (a TLS 1.0
+ * rule, dropped since: RFC 4346 7.2.1), and a flow often ends with a bare
+ * FIN; failures are handled by conn_fail instead. */
+static void client_store(struct tls_client *cli, const struct tls_conn *c, const SSL_SESSION *sess)
+{
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (copy && tls_sess_cache_put(cli->sessions, c->sess_key, c->sess_name, copy) < 0)
+        SSL_SESSION_free(copy);
+    ERR_clear_error();
 }
 
 /* Latch the failure and describe it, most specific cause first. */
@@ -161,6 +191,12 @@ static void conn_fail(struct tls_conn *c, int sslerr)
         return;
     }
     c->failed = true;
+    /* Whatever the cause (the server changed its certificate, rejects what
+     * was offered, or broke the connection later), the key's next
+     * connection starts afresh. */
+    struct tls_client *cli = c->sess_key ? client_of(c->ssl) : NULL;
+    if (cli)
+        tls_sess_cache_drop(cli->sessions, c->sess_key);
     long v = c->server ? X509_V_OK : SSL_get_verify_result(c->ssl);
     if (v != X509_V_OK)
         snprintf(c->err, sizeof(c->err), "certificate verify failed: %s",
@@ -194,6 +230,23 @@ int tls_conn_feed(struct tls_conn *c, const void *buf, size_t len)
     return 0;
 }
 
+/* A client handshake with a session key finished. */
+static void client_resume_done(struct tls_conn *c)
+{
+    struct tls_client *cli = client_of(c->ssl);
+    if (!cli || !SSL_session_reused(c->ssl))
+        return;
+    cli->resumed++;
+    /* TLS 1.2 makes no new session on a resumption (OpenSSL calls the
+     * new-session callback after full handshakes only), and its sessions
+     * may be used again (RFC 5077 3.4): the one just used (with the ticket
+     * the server renewed, if it did) goes back.  TLS 1.3 servers send fresh
+     * tickets instead, which on_new_session stores. */
+    const SSL_SESSION *s = SSL_get_session(c->ssl);
+    if (SSL_version(c->ssl) < TLS1_3_VERSION && s && SSL_SESSION_is_resumable(s))
+        client_store(cli, c, s);
+}
+
 int tls_conn_handshake(struct tls_conn *c)
 {
     if (c->failed)
@@ -203,6 +256,8 @@ int tls_conn_handshake(struct tls_conn *c)
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
+        if (c->sess_key)
+            client_resume_done(c);
         /* The record buffers (~17 KiB each) outlive the handshake otherwise:
          * SSL_MODE_RELEASE_BUFFERS only frees them in later reads/writes. */
         SSL_free_buffers(c->ssl);
@@ -341,6 +396,11 @@ size_t tls_conn_out_pending(const struct tls_conn *c)
     return BIO_ctrl_pending(c->wbio);
 }
 
+bool tls_conn_resumed(const struct tls_conn *c)
+{
+    return tls_conn_handshake_done(c) && SSL_session_reused(c->ssl);
+}
+
 const char *tls_conn_alpn(const struct tls_conn *c)
 {
     const unsigned char *p = NULL;
@@ -453,9 +513,45 @@ struct tls_client *tls_client_free(struct tls_client *cli)
 {
     if (!cli)
         return NULL;
-    SSL_CTX_free(cli->ctx);
+    if (cli->ctx) {
+        /* connections still open hold the SSL_CTX, not cli */
+        SSL_CTX_set_app_data(cli->ctx, NULL);
+        SSL_CTX_free(cli->ctx);
+    }
+    tls_sess_cache_free(cli->sessions);
     free(cli);
     return NULL;
+}
+
+void tls_client_stats(const struct tls_client *cli, struct tls_resume_stats *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    tls_sess_cache_stats(cli->sessions, ret);
+    ret->offered = cli->offered;
+    ret->resumed = cli->resumed;
+}
+
+void tls_client_set_session_capacity(struct tls_client *cli, size_t capacity)
+{
+    tls_sess_cache_set_capacity(cli->sessions, capacity);
+}
+
+/*
+ * OpenSSL hands over each session a handshake makes: at the end of a full
+ * TLS 1.2 handshake, and for every TLS 1.3 NewSessionTicket (after the
+ * handshake, from tls_conn_read).  The cache keeps a copy: returns 0, so
+ * OpenSSL drops the reference it lent.
+ */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tls_conn *c = tls_conn_of(ssl);
+    struct tls_client *cli = client_of(ssl);
+    /* SSL_VERIFY_PEER fails an unverified handshake before this; checked
+     * anyway, as a session is trusted without a look at the chain again. */
+    if (c && cli && c->sess_key && !c->failed && SSL_get_verify_result(ssl) == X509_V_OK &&
+        SSL_SESSION_is_resumable(sess))
+        client_store(cli, c, sess);
+    return 0;
 }
 
 int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err, size_t errlen)
@@ -475,14 +571,20 @@ int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err
     }
     ERR_clear_error();
     SSL_CTX *ctx = cli->ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        tls_sess_cache_new(&cli->sessions) < 0) {
         snprintf(err, errlen, "SSL_CTX_new: %s", tls_ossl_reason("out of memory"));
         tls_client_free(cli);
         ERR_clear_error();
         return -ENOMEM;
     }
+    SSL_CTX_set_app_data(ctx, cli);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Sessions go to our own cache, by session key, not OpenSSL's (which
+     * would key them by session id, useless to a client). */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     /* An unverified server ends the handshake: never a session with it. */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (!SSL_CTX_set_default_verify_paths(ctx)) {
@@ -516,11 +618,13 @@ int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, 
     return load_extra_ca(cli->ctx, file, err, errlen);
 }
 
-int tls_conn_new_client(struct tls_client *cli, const char *name, unsigned flags,
-                        struct tls_conn **ret)
+int tls_conn_new_client(struct tls_client *cli, const char *name, const char *session_key,
+                        unsigned flags, struct tls_conn **ret)
 {
     struct tls_name n;
-    if (!cli || !ret || tls_name_parse(name, &n) < 0)
+    size_t klen = session_key ? strnlen(session_key, TLS_SESSION_KEY_MAX + 1) : 0;
+    if (!cli || !ret || tls_name_parse(name, &n) < 0 ||
+        (session_key && (klen == 0 || klen > TLS_SESSION_KEY_MAX)))
         return -EINVAL;
     ERR_clear_error();
     SSL *ssl = SSL_new(cli->ctx);
@@ -540,7 +644,31 @@ int tls_conn_new_client(struct tls_client *cli, const char *name, unsigned flags
         SSL_set_alpn_protos(ssl, alpn_offer_http11, sizeof(alpn_offer_http11) - 1) != 0)
         goto fail;
     SSL_set_connect_state(ssl);
-    return tls_conn_wrap(ssl, flags & ~(unsigned)TLS_CONN_F_REFUSE, false, ret);
+    struct tls_conn *c;
+    int r = tls_conn_wrap(ssl, flags & ~(unsigned)TLS_CONN_F_REFUSE, false, &c);
+    if (r < 0)
+        return r;
+    if (session_key) {
+        size_t nlen = strlen(n.s);
+        c->sess_key = malloc(klen + 1 + nlen + 1);
+        if (!c->sess_key) {
+            tls_conn_free(c);
+            return -ENOMEM;
+        }
+        memcpy(c->sess_key, session_key, klen);
+        c->sess_key[klen] = '\0';
+        memcpy(c->sess_key + klen + 1, n.s, nlen + 1);
+        c->sess_name = c->sess_key + klen + 1;
+        /* Offered before the first handshake call; SSL_set_session takes its
+         * own reference.  Failing to set it only costs the resumption. */
+        SSL_SESSION *s = tls_sess_cache_take(cli->sessions, c->sess_key, c->sess_name);
+        if (s && SSL_set_session(ssl, s) == 1)
+            cli->offered++;
+        SSL_SESSION_free(s);
+        ERR_clear_error();
+    }
+    *ret = c;
+    return 0;
 
 fail:
     SSL_free(ssl);

@@ -1,6 +1,6 @@
 /*
- * Private to src/tls: what ca.c, leaf.c and conn.c share.  Not installed,
- * not included outside this folder.
+ * Private to src/tls: what ca.c, leaf.c, conn.c and resume.c share.  Not
+ * installed, not included outside this folder but by its unit test.
  */
 #ifndef PCL_TLS_INT_H
 #define PCL_TLS_INT_H
@@ -41,6 +41,40 @@ struct tls_conn *tls_conn_of(const SSL *ssl);
 unsigned tls_conn_flags(const struct tls_conn *c);
 /* The server refused this connection from its ClientHello callback. */
 void tls_conn_mark_refused(struct tls_conn *c);
+
+/* The SSL of a connection (for tests that need to reach into OpenSSL). */
+SSL *tls_conn_ssl(const struct tls_conn *c);
+
+/* ---- the upstream leg's session cache (resume.c) ---- */
+
+/*
+ * SSL_SESSIONs by session key, each recorded with the name its server was
+ * verified as; at most TLS_SESSION_CACHE_DEFAULT of them, least recently
+ * stored evicted first.  Not thread-safe (neither is a tls_client).
+ */
+struct tls_sess_cache;
+
+int tls_sess_cache_new(struct tls_sess_cache **ret);
+/* Frees every session held.  Accepts NULL; returns NULL. */
+struct tls_sess_cache *tls_sess_cache_free(struct tls_sess_cache *sc);
+/* Take key's session out of the cache: the caller owns the reference
+ * returned.  NULL when there is none, or when it was made for another name
+ * than name, expired or is not resumable (then it is dropped). */
+SSL_SESSION *tls_sess_cache_take(struct tls_sess_cache *sc, const char *key, const char *name);
+/* Store sess (one reference, which the cache takes on success) for key and
+ * name, replacing what key held.  0 or -ENOMEM (sess still the caller's). */
+int tls_sess_cache_put(struct tls_sess_cache *sc, const char *key, const char *name,
+                       SSL_SESSION *sess);
+/* Forget key's session, if any. */
+void tls_sess_cache_drop(struct tls_sess_cache *sc, const char *key);
+/* Test hook: a smaller bound (0 or too large: TLS_SESSION_CACHE_DEFAULT),
+ * evicting down to it now. */
+void tls_sess_cache_set_capacity(struct tls_sess_cache *sc, size_t capacity);
+/* Fills entries, capacity and evictions. */
+void tls_sess_cache_stats(const struct tls_sess_cache *sc, struct tls_resume_stats *ret);
+
+/* Test hook: tls_sess_cache_set_capacity on cli's cache. */
+void tls_client_set_session_capacity(struct tls_client *cli, size_t capacity);
 
 /* A random positive 127-bit serial number into x.  0 or -errno. */
 int tls_rand_serial(X509 *x);

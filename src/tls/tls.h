@@ -8,7 +8,8 @@
  *  - tls_server: leaf certificates per name, signed by the CA, held in a
  *    bounded LRU cache, for the leg towards the sandboxed client;
  *  - tls_client: the leg towards the upstream, which verifies the server's
- *    chain (system roots plus an optional extra bundle) and its name;
+ *    chain (system roots plus an optional extra bundle) and its name, and
+ *    resumes sessions from earlier verified handshakes with the same server;
  *  - tls_conn: one TLS connection on memory BIOs.  The caller moves
  *    ciphertext between the connection and its socket: what it reads from the
  *    socket goes in with tls_conn_feed, what tls_conn_out_peek shows goes out
@@ -30,6 +31,8 @@
 #define TLS_CA_CERT_FILE "ca.crt" /* PEM certificate, 0644 */
 #define TLS_CA_KEY_FILE "ca.key"  /* PEM private key, 0600, root */
 #define TLS_LEAF_CACHE_DEFAULT 1024
+#define TLS_SESSION_CACHE_DEFAULT 256 /* upstream sessions per tls_client */
+#define TLS_SESSION_KEY_MAX 320       /* bytes, "name|address|port" fits */
 
 /* $PORTCULLIS_CA_DIR when set to an absolute path, else TLS_DEFAULT_CA_DIR. */
 const char *tls_ca_dir(void);
@@ -97,21 +100,48 @@ int tls_conn_new_server(struct tls_server *srv, const char *name, unsigned flags
 
 struct tls_client;
 
+struct tls_resume_stats {
+    uint64_t offered;   /* connections that offered a cached session */
+    uint64_t resumed;   /* handshakes the server let resume */
+    uint64_t evictions; /* sessions pushed out by the bound */
+    size_t entries, capacity;
+};
+
 /*
  * A client side verifying upstream servers against the system roots plus,
  * when extra_ca_file is not NULL, the PEM certificates in it (unreadable or
  * empty: an error in err).  TLS 1.2 and 1.3.
+ *
+ * It keeps the newest session (TLS 1.3 ticket, or TLS 1.2 ticket or session
+ * id) of each session key's last verified handshake, at most
+ * TLS_SESSION_CACHE_DEFAULT of them (LRU; each holds the server's chain, a
+ * few KiB).  Not thread-safe.
  */
 int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err, size_t errlen);
 /* Trust the PEM certificates in file too (the same checks as extra_ca_file). */
 int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, size_t errlen);
+/* Frees the cached sessions too.  Connections may outlive their client (they
+ * then store no session).  Accepts NULL; returns NULL. */
 struct tls_client *tls_client_free(struct tls_client *cli);
+void tls_client_stats(const struct tls_client *cli, struct tls_resume_stats *ret);
 
-/* A client-side connection to a server that must prove it is name: a DNS
+/*
+ * A client-side connection to a server that must prove it is name: a DNS
  * name is sent as SNI and checked against the certificate; an IP literal is
- * checked as an address (no SNI). */
-int tls_conn_new_client(struct tls_client *cli, const char *name, unsigned flags,
-                        struct tls_conn **ret);
+ * checked as an address (no SNI).
+ *
+ * session_key (NULL: no resumption; else 1..TLS_SESSION_KEY_MAX bytes, e.g.
+ * "up.test|198.18.0.10|8443") names the server for resumption: a session
+ * cached under the same key, from a verified handshake for the same name, is
+ * offered (and taken out of the cache: one use); the sessions this
+ * connection gets are stored under the key; a failure (in the handshake or
+ * later) forgets the key's session.  Sessions arriving after the handshake
+ * (TLS 1.3 tickets) are stored while tls_conn_read runs.
+ *
+ * Returns 0, -EINVAL (bad name or key) or -ENOMEM.
+ */
+int tls_conn_new_client(struct tls_client *cli, const char *name, const char *session_key,
+                        unsigned flags, struct tls_conn **ret);
 
 /* ---- one connection ---- */
 
@@ -139,6 +169,8 @@ void tls_conn_close_notify(struct tls_conn *c);
 size_t tls_conn_out_peek(struct tls_conn *c, const uint8_t **ret_data);
 void tls_conn_out_consume(struct tls_conn *c, size_t n);
 size_t tls_conn_out_pending(const struct tls_conn *c);
+/* The handshake is done and resumed a session (either side). */
+bool tls_conn_resumed(const struct tls_conn *c);
 /* The selected ALPN protocol ("" when none), after the handshake. */
 const char *tls_conn_alpn(const struct tls_conn *c);
 /* Why the connection failed, in words ("certificate verify failed: unable to

@@ -1,6 +1,7 @@
 /*
- * Unit tests for src/tls: the CA on disk, leaves and their cache, and both
- * legs talking to each other through memory (ciphertext pumped by hand).
+ * Unit tests for src/tls: the CA on disk, leaves and their cache, both legs
+ * talking to each other through memory (ciphertext pumped by hand), and
+ * session resumption on the upstream leg.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "tls-int.h" /* tls_conn_ssl, tls_client_set_session_capacity */
 #include "tls.h"
 
 /* ---- helpers ---- */
@@ -170,7 +172,7 @@ static void pair_open(struct pair *p, struct tls_server *srv, const char *leaf_n
                       unsigned cflags)
 {
     assert_int_equal(tls_conn_new_server(srv, leaf_name, sflags, &p->s), 0);
-    assert_int_equal(tls_conn_new_client(cli, expect_name, cflags, &p->c), 0);
+    assert_int_equal(tls_conn_new_client(cli, expect_name, NULL, cflags, &p->c), 0);
     handshake(p->s, p->c, &p->rs, &p->rc);
 }
 
@@ -825,7 +827,7 @@ static void test_cache_lru(void **state)
     assert_int_equal(st.evictions, 3);
     assert_int_equal(st.entries, 2);
     struct tls_conn *cli = NULL;
-    assert_int_equal(tls_conn_new_client(fx.cli, "b.test", 0, &cli), 0);
+    assert_int_equal(tls_conn_new_client(fx.cli, "b.test", NULL, 0, &cli), 0);
     int rs, rc;
     handshake(c[2], cli, &rs, &rc);
     assert_int_equal(rc, 1);
@@ -863,10 +865,10 @@ static void test_invalid_names(void **state)
     struct tls_conn *c = NULL;
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(tls_conn_new_server(fx.srv, bad[i], 0, &c), -EINVAL);
-        assert_int_equal(tls_conn_new_client(fx.cli, bad[i], 0, &c), -EINVAL);
+        assert_int_equal(tls_conn_new_client(fx.cli, bad[i], NULL, 0, &c), -EINVAL);
     }
     assert_int_equal(tls_conn_new_server(fx.srv, NULL, 0, &c), -EINVAL);
-    assert_int_equal(tls_conn_new_client(fx.cli, NULL, 0, &c), -EINVAL);
+    assert_int_equal(tls_conn_new_client(fx.cli, NULL, NULL, 0, &c), -EINVAL);
     tls_server_stats(fx.srv, &after);
     assert_int_equal(after.misses, before.misses);
 
@@ -886,7 +888,7 @@ static void test_write_before_handshake(void **state)
 {
     (void)state;
     struct tls_conn *c = NULL;
-    assert_int_equal(tls_conn_new_client(fx.cli, "early.test", 0, &c), 0);
+    assert_int_equal(tls_conn_new_client(fx.cli, "early.test", NULL, 0, &c), 0);
     assert_true(tls_conn_write(c, "x", 1) < 0);
     assert_false(tls_conn_handshake_done(c));
     /* the ClientHello is waiting, with SNI */
@@ -899,7 +901,7 @@ static void test_write_before_handshake(void **state)
     tls_conn_free(c);
 
     /* no SNI for an address */
-    assert_int_equal(tls_conn_new_client(fx.cli, "198.18.0.1", 0, &c), 0);
+    assert_int_equal(tls_conn_new_client(fx.cli, "198.18.0.1", NULL, 0, &c), 0);
     assert_int_equal(tls_conn_handshake(c), 0);
     n = tls_conn_out_peek(c, &p);
     assert_null(memmem(p, n, "198.18.0.1", 10));
@@ -912,6 +914,358 @@ static void test_write_before_handshake(void **state)
     assert_int_equal(tls_conn_handshake(c), -EPROTO);
     assert_true(strlen(tls_conn_error(c)) > 0);
     tls_conn_free(c);
+}
+
+/* ---- session resumption on the upstream leg ---- */
+
+static struct tls_client *resume_client(void)
+{
+    char err[256] = "";
+    struct tls_client *cli = NULL;
+    assert_int_equal(tls_client_new(fx.ca_file, &cli, err, sizeof(err)), 0);
+    return cli;
+}
+
+static struct tls_resume_stats resume_stats(const struct tls_client *cli)
+{
+    struct tls_resume_stats st;
+    tls_client_stats(cli, &st);
+    return st;
+}
+
+/* One request and its response, as a flow would: the client's read takes in
+ * the TLS 1.3 tickets the server sent after its handshake. */
+static void ping_pong(struct pair *p)
+{
+    char buf[8];
+    assert_int_equal(tls_conn_write(p->c, "ping", 4), 4);
+    pump(p->c, p->s);
+    assert_int_equal(tls_conn_read(p->s, buf, sizeof(buf)), 4);
+    assert_int_equal(tls_conn_write(p->s, "pong", 4), 4);
+    pump(p->s, p->c);
+    assert_int_equal(tls_conn_read(p->c, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "pong", 4);
+}
+
+/* A pair whose server presents leaf_name and speaks at most srv_max (0: TLS
+ * 1.3), and whose client expects name and uses key; then one exchange when
+ * both handshakes succeeded. */
+static void rpair_open(struct pair *p, const char *leaf_name, unsigned sflags, int srv_max,
+                       struct tls_client *cli, const char *name, const char *key)
+{
+    assert_int_equal(tls_conn_new_server(fx.srv, leaf_name, sflags, &p->s), 0);
+    if (srv_max)
+        assert_int_equal(SSL_set_max_proto_version(tls_conn_ssl(p->s), srv_max), 1);
+    assert_int_equal(tls_conn_new_client(cli, name, key, TLS_CONN_F_ALPN_HTTP11, &p->c), 0);
+    handshake(p->s, p->c, &p->rs, &p->rc);
+    if (p->rs == 1 && p->rc == 1)
+        ping_pong(p);
+}
+
+static const int resume_versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+
+/* The second connection with a key resumes, keeps the verified chain, and
+ * stores what it gets for the third; both TLS versions. */
+static void test_resume_same_key(void **state)
+{
+    (void)state;
+    const char *key = "up.test|198.18.0.10|8443";
+    for (unsigned v = 0; v < 2; v++) {
+        int ver = resume_versions[v];
+        struct tls_client *cli = resume_client();
+        struct pair p;
+        rpair_open(&p, "up.test", TLS_CONN_F_ALPN_HTTP11, ver, cli, "up.test", key);
+        assert_int_equal(p.rc, 1);
+        assert_int_equal(SSL_version(tls_conn_ssl(p.c)), ver);
+        assert_false(tls_conn_resumed(p.c));
+        assert_false(tls_conn_resumed(p.s));
+        struct tls_resume_stats st = resume_stats(cli);
+        assert_int_equal(st.offered, 0);
+        assert_int_equal(st.resumed, 0);
+        assert_int_equal(st.entries, 1);
+        assert_int_equal(st.capacity, TLS_SESSION_CACHE_DEFAULT);
+        pair_close(&p);
+
+        for (unsigned round = 1; round <= 3; round++) {
+            rpair_open(&p, "up.test", TLS_CONN_F_ALPN_HTTP11, ver, cli, "up.test", key);
+            assert_int_equal(p.rs, 1);
+            assert_int_equal(p.rc, 1);
+            assert_int_equal(SSL_version(tls_conn_ssl(p.c)), ver);
+            assert_true(tls_conn_resumed(p.c));
+            assert_true(tls_conn_resumed(p.s));
+            assert_string_equal(tls_conn_alpn(p.c), "http/1.1");
+            /* the chain verified for the session is still there */
+            SSL *ssl = tls_conn_ssl(p.c);
+            assert_int_equal(SSL_get_verify_result(ssl), X509_V_OK);
+            X509 *peer = SSL_get0_peer_certificate(ssl);
+            assert_non_null(peer);
+            assert_int_equal(X509_check_host(peer, "up.test", 0, 0, NULL), 1);
+            st = resume_stats(cli);
+            assert_int_equal(st.offered, round);
+            assert_int_equal(st.resumed, round);
+            /* 1.3: the new ticket; 1.2: the session just used */
+            assert_int_equal(st.entries, 1);
+            pair_close(&p);
+        }
+
+        /* A session is offered once: of two connections started together,
+         * the second makes a full handshake. */
+        struct pair q;
+        assert_int_equal(tls_conn_new_server(fx.srv, "up.test", 0, &p.s), 0);
+        assert_int_equal(tls_conn_new_server(fx.srv, "up.test", 0, &q.s), 0);
+        assert_int_equal(SSL_set_max_proto_version(tls_conn_ssl(p.s), ver), 1);
+        assert_int_equal(SSL_set_max_proto_version(tls_conn_ssl(q.s), ver), 1);
+        assert_int_equal(tls_conn_new_client(cli, "up.test", key, 0, &p.c), 0);
+        assert_int_equal(tls_conn_new_client(cli, "up.test", key, 0, &q.c), 0);
+        st = resume_stats(cli);
+        assert_int_equal(st.offered, 4);
+        assert_int_equal(st.entries, 0);
+        handshake(p.s, p.c, &p.rs, &p.rc);
+        handshake(q.s, q.c, &q.rs, &q.rc);
+        assert_int_equal(p.rc, 1);
+        assert_int_equal(q.rc, 1);
+        assert_true(tls_conn_resumed(p.c));
+        assert_false(tls_conn_resumed(q.c));
+        ping_pong(&p);
+        ping_pong(&q);
+        st = resume_stats(cli);
+        assert_int_equal(st.resumed, 4);
+        assert_int_equal(st.entries, 1);
+        pair_close(&p);
+        pair_close(&q);
+        assert_null(tls_client_free(cli));
+    }
+}
+
+/* A session is offered only under its own key; no key, no resumption. */
+static void test_resume_other_key_and_null(void **state)
+{
+    (void)state;
+    const char *ka = "up.test|198.18.0.10|443", *kb = "up.test|198.18.0.11|443";
+    struct tls_client *cli = resume_client();
+    struct pair p;
+    rpair_open(&p, "up.test", 0, 0, cli, "up.test", ka);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+
+    rpair_open(&p, "up.test", 0, 0, cli, "up.test", kb);
+    assert_int_equal(p.rc, 1);
+    assert_false(tls_conn_resumed(p.c));
+    struct tls_resume_stats st = resume_stats(cli);
+    assert_int_equal(st.offered, 0);
+    assert_int_equal(st.entries, 2);
+    pair_close(&p);
+
+    for (int i = 0; i < 2; i++) {
+        rpair_open(&p, "up.test", 0, 0, cli, "up.test", NULL);
+        assert_int_equal(p.rc, 1);
+        assert_false(tls_conn_resumed(p.c));
+        pair_close(&p);
+    }
+    st = resume_stats(cli);
+    assert_int_equal(st.offered, 0);
+    assert_int_equal(st.resumed, 0);
+    assert_int_equal(st.entries, 2);
+
+    /* a's session was left alone by all of that */
+    rpair_open(&p, "up.test", 0, 0, cli, "up.test", ka);
+    assert_true(tls_conn_resumed(p.c));
+    pair_close(&p);
+    st = resume_stats(cli);
+    assert_int_equal(st.offered, 1);
+    assert_int_equal(st.resumed, 1);
+
+    /* a client that never gets a key keeps nothing */
+    struct tls_client *plain = resume_client();
+    for (int i = 0; i < 2; i++) {
+        rpair_open(&p, "up.test", 0, TLS1_2_VERSION, plain, "up.test", NULL);
+        assert_int_equal(p.rc, 1);
+        assert_false(tls_conn_resumed(p.c));
+        pair_close(&p);
+    }
+    st = resume_stats(plain);
+    assert_int_equal(st.offered, 0);
+    assert_int_equal(st.entries, 0);
+    tls_client_free(plain);
+
+    /* keys: 1..TLS_SESSION_KEY_MAX bytes */
+    char big[TLS_SESSION_KEY_MAX + 2];
+    memset(big, 'k', sizeof(big));
+    big[TLS_SESSION_KEY_MAX + 1] = '\0';
+    struct tls_conn *c = NULL;
+    assert_int_equal(tls_conn_new_client(cli, "up.test", big, 0, &c), -EINVAL);
+    assert_int_equal(tls_conn_new_client(cli, "up.test", "", 0, &c), -EINVAL);
+    big[TLS_SESSION_KEY_MAX] = '\0';
+    assert_int_equal(tls_conn_new_client(cli, "up.test", big, 0, &c), 0);
+    tls_conn_free(c);
+    tls_client_free(cli);
+}
+
+/* A failed handshake forgets its key's session, even one another connection
+ * stored meanwhile; other keys keep theirs. */
+static void test_resume_failure_drops(void **state)
+{
+    (void)state;
+    const char *k = "fail.test|198.18.0.20|443", *other = "other.test|198.18.0.21|443";
+    struct tls_client *cli = resume_client();
+    struct pair p, x;
+    rpair_open(&p, "other.test", 0, 0, cli, "other.test", other);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+
+    /* x starts with nothing to offer; p stores a session for k meanwhile */
+    assert_int_equal(tls_conn_new_server(fx.srv, "fail.test", TLS_CONN_F_REFUSE, &x.s), 0);
+    assert_int_equal(tls_conn_new_client(cli, "fail.test", k, 0, &x.c), 0);
+    rpair_open(&p, "fail.test", 0, 0, cli, "fail.test", k);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+    struct tls_resume_stats st = resume_stats(cli);
+    assert_int_equal(st.entries, 2);
+    assert_int_equal(st.offered, 0);
+
+    handshake(x.s, x.c, &x.rs, &x.rc);
+    assert_int_equal(x.rc, -EPROTO);
+    pair_close(&x);
+    st = resume_stats(cli);
+    assert_int_equal(st.entries, 1);
+
+    rpair_open(&p, "fail.test", 0, 0, cli, "fail.test", k);
+    assert_int_equal(p.rc, 1);
+    assert_false(tls_conn_resumed(p.c));
+    pair_close(&p);
+    rpair_open(&p, "other.test", 0, 0, cli, "other.test", other);
+    assert_true(tls_conn_resumed(p.c));
+    pair_close(&p);
+    st = resume_stats(cli);
+    assert_int_equal(st.offered, 1);
+    assert_int_equal(st.resumed, 1);
+
+    /* an offered session whose server now refuses is not put back */
+    assert_int_equal(st.entries, 2);
+    rpair_open(&p, "fail.test", 0, 0, cli, "fail.test", k); /* resumes, stores anew */
+    assert_true(tls_conn_resumed(p.c));
+    pair_close(&p);
+    assert_int_equal(tls_conn_new_server(fx.srv, "fail.test", TLS_CONN_F_REFUSE, &x.s), 0);
+    assert_int_equal(tls_conn_new_client(cli, "fail.test", k, 0, &x.c), 0);
+    handshake(x.s, x.c, &x.rs, &x.rc);
+    assert_int_equal(x.rc, -EPROTO);
+    pair_close(&x);
+    st = resume_stats(cli);
+    assert_int_equal(st.offered, 3);
+    assert_int_equal(st.entries, 1);
+    tls_client_free(cli);
+}
+
+/* A session cached for one name is never used for another under the same
+ * key: OpenSSL checks neither chain nor name on a resumed handshake, and the
+ * server here (presenting a.test) would resume it. */
+static void test_resume_other_name(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *leaf, *want;
+    } cases[] = {{"a.test", "b.test"}, {"198.18.0.30", "198.18.0.31"}};
+    const char *key = "same|198.18.0.30|443";
+    for (unsigned v = 0; v < 2; v++) {
+        for (unsigned i = 0; i < 2; i++) {
+            struct tls_client *cli = resume_client();
+            struct pair p;
+            rpair_open(&p, cases[i].leaf, 0, resume_versions[v], cli, cases[i].leaf, key);
+            assert_int_equal(p.rc, 1);
+            pair_close(&p);
+            assert_int_equal(resume_stats(cli).entries, 1);
+
+            rpair_open(&p, cases[i].leaf, 0, resume_versions[v], cli, cases[i].want, key);
+            assert_int_equal(p.rc, -EPROTO);
+            assert_false(tls_conn_resumed(p.c));
+            assert_non_null(strstr(tls_conn_error(p.c), "certificate verify failed"));
+            pair_close(&p);
+            struct tls_resume_stats st = resume_stats(cli);
+            assert_int_equal(st.offered, 0);
+            assert_int_equal(st.resumed, 0);
+            assert_int_equal(st.entries, 0);
+            tls_client_free(cli);
+        }
+    }
+}
+
+/* At most capacity sessions, the least recently stored evicted first. */
+static void test_resume_lru_bound(void **state)
+{
+    (void)state;
+    struct tls_client *cli = resume_client();
+    struct pair p;
+    char key[64];
+
+    /* the real bound: one more key than it holds */
+    for (unsigned i = 0; i <= TLS_SESSION_CACHE_DEFAULT; i++) {
+        snprintf(key, sizeof(key), "lru.test|198.18.1.1|%u", 1000 + i);
+        rpair_open(&p, "lru.test", 0, TLS1_2_VERSION, cli, "lru.test", key);
+        assert_int_equal(p.rc, 1);
+        pair_close(&p);
+    }
+    struct tls_resume_stats st = resume_stats(cli);
+    assert_int_equal(st.capacity, TLS_SESSION_CACHE_DEFAULT);
+    assert_int_equal(st.entries, TLS_SESSION_CACHE_DEFAULT);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.offered, 0);
+    rpair_open(&p, "lru.test", 0, TLS1_2_VERSION, cli, "lru.test", "lru.test|198.18.1.1|1000");
+    assert_false(tls_conn_resumed(p.c)); /* the oldest went */
+    pair_close(&p);
+    rpair_open(&p, "lru.test", 0, TLS1_2_VERSION, cli, "lru.test", "lru.test|198.18.1.1|1002");
+    assert_true(tls_conn_resumed(p.c));
+    pair_close(&p);
+    st = resume_stats(cli);
+    assert_int_equal(st.entries, TLS_SESSION_CACHE_DEFAULT);
+    assert_int_equal(st.evictions, 2); /* 1000 came back and pushed out 1001 */
+
+    /* a smaller bound, down to which the cache shrinks at once */
+    tls_client_set_session_capacity(cli, 2);
+    st = resume_stats(cli);
+    assert_int_equal(st.capacity, 2);
+    assert_int_equal(st.entries, 2);
+    const char *keys[] = {"lru.test|k1", "lru.test|k2", "lru.test|k3"};
+    for (unsigned i = 0; i < 3; i++) {
+        rpair_open(&p, "lru.test", 0, 0, cli, "lru.test", keys[i]);
+        assert_false(tls_conn_resumed(p.c));
+        pair_close(&p);
+    }
+    st = resume_stats(cli);
+    assert_int_equal(st.entries, 2);
+    uint64_t offered = st.offered;
+    /* k1 was the least recently stored: gone; k3 and k2 are there */
+    rpair_open(&p, "lru.test", 0, 0, cli, "lru.test", keys[0]);
+    assert_false(tls_conn_resumed(p.c)); /* stores k1, evicting k2 */
+    pair_close(&p);
+    rpair_open(&p, "lru.test", 0, 0, cli, "lru.test", keys[2]);
+    assert_true(tls_conn_resumed(p.c));
+    pair_close(&p);
+    rpair_open(&p, "lru.test", 0, 0, cli, "lru.test", keys[1]);
+    assert_false(tls_conn_resumed(p.c));
+    pair_close(&p);
+    st = resume_stats(cli);
+    assert_int_equal(st.offered, offered + 1);
+    assert_int_equal(st.entries, 2);
+    tls_client_free(cli);
+}
+
+/* A connection outlives its client: it stores nothing, and nothing breaks. */
+static void test_resume_client_freed_first(void **state)
+{
+    (void)state;
+    struct tls_client *cli = resume_client();
+    struct pair p;
+    rpair_open(&p, "gone.test", 0, 0, cli, "gone.test", "gone.test|198.18.0.40|443");
+    pair_close(&p);
+    assert_int_equal(tls_conn_new_server(fx.srv, "gone.test", 0, &p.s), 0);
+    assert_int_equal(tls_conn_new_client(cli, "gone.test", "gone.test|198.18.0.40|443", 0, &p.c),
+                     0);
+    cli = tls_client_free(cli);
+    handshake(p.s, p.c, &p.rs, &p.rc);
+    assert_int_equal(p.rc, 1);
+    assert_true(tls_conn_resumed(p.c));
+    ping_pong(&p); /* a ticket arrives with no cache to go to */
+    pair_close(&p);
 }
 
 int main(void)
@@ -934,6 +1288,12 @@ int main(void)
         cmocka_unit_test(test_cache_lru),
         cmocka_unit_test(test_invalid_names),
         cmocka_unit_test(test_write_before_handshake),
+        cmocka_unit_test(test_resume_same_key),
+        cmocka_unit_test(test_resume_other_key_and_null),
+        cmocka_unit_test(test_resume_failure_drops),
+        cmocka_unit_test(test_resume_other_name),
+        cmocka_unit_test(test_resume_lru_bound),
+        cmocka_unit_test(test_resume_client_freed_first),
     };
     int r = cmocka_run_group_tests_name("tls_ca", ca_tests, NULL, NULL);
     r += cmocka_run_group_tests_name("tls_conn", conn_tests, group_setup, group_teardown);
