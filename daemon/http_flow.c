@@ -38,8 +38,11 @@
 /* Closing with unread input would reset the connection and could destroy
  * the 403 before the client reads it: drain for a moment first. */
 #define HF_LINGER_MS 2000
-/* Ciphertext read per wake-up (one TLS record and a bit). */
-#define HF_TLS_READ 17408
+/* Ciphertext read per wake-up, and encrypted before a send: several
+ * records, so bulk costs few system calls. */
+#define HF_TLS_BATCH (64 * 1024)
+/* The loop is single-threaded: one scratch buffer for ciphertext reads. */
+static uint8_t hf_cbuf[HF_TLS_BATCH];
 
 enum { HF_CLIENT = 0, HF_UPSTREAM = 1 };
 
@@ -233,14 +236,18 @@ static int hf_flush(struct http_flow *h, int d)
     int dst = h->fd[!d];
     struct tls_conn *tls = h->tls[!d];
     if (tls) {
-        /* Encrypt only into an empty output, so it stays one chunk deep. */
+        /* Encrypt a batch of records, then send them at once; the output
+         * is refilled only once it has drained, so it stays one batch deep. */
         int rc = hf_tls_send(h, !d);
         while (rc == 0 && dir->out_off < dir->out_len && !tls_conn_out_pending(tls)) {
-            size_t chunk = dir->out_len - dir->out_off;
-            ssize_t n = tls_conn_write(tls, dir->out + dir->out_off, chunk > 16384 ? 16384 : chunk);
-            if (n <= 0)
-                return -EPROTO;
-            dir->out_off += (size_t)n;
+            while (dir->out_off < dir->out_len && tls_conn_out_pending(tls) < HF_TLS_BATCH) {
+                size_t chunk = dir->out_len - dir->out_off;
+                ssize_t n =
+                    tls_conn_write(tls, dir->out + dir->out_off, chunk > 16384 ? 16384 : chunk);
+                if (n <= 0)
+                    return -EPROTO;
+                dir->out_off += (size_t)n;
+            }
             rc = hf_tls_send(h, !d);
         }
         if (rc < 0)
@@ -425,16 +432,15 @@ static int hf_read(struct http_flow *h, int s)
 {
     struct hf_dir *dir = &h->dir[s];
     if (h->tls[s]) {
-        uint8_t cbuf[HF_TLS_READ];
         ssize_t n;
         do {
-            n = recv(h->fd[s], cbuf, sizeof(cbuf), 0);
+            n = recv(h->fd[s], hf_cbuf, sizeof(hf_cbuf), 0);
         } while (n < 0 && errno == EINTR);
         if (n < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
         if (n == 0)
             dir->sock_eof = true;
-        else if (tls_conn_feed(h->tls[s], cbuf, (size_t)n) < 0)
+        else if (tls_conn_feed(h->tls[s], hf_cbuf, (size_t)n) < 0)
             return -ENOMEM;
         h->last_activity_ms = uv_now(daemon_loop);
         int rc = hf_tls_pull(h, s);
@@ -702,17 +708,16 @@ static void on_poll(uv_poll_t *p, int status, int events)
             return;
         }
         if (events & UV_READABLE) {
-            uint8_t cbuf[HF_TLS_READ];
             ssize_t n;
             do {
-                n = recv(h->fd[s], cbuf, sizeof(cbuf), 0);
+                n = recv(h->fd[s], hf_cbuf, sizeof(hf_cbuf), 0);
             } while (n < 0 && errno == EINTR);
             if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
                 /* The peer left mid-handshake. */
                 hf_close(h, n < 0);
                 return;
             }
-            if (n > 0 && tls_conn_feed(h->tls[s], cbuf, (size_t)n) < 0) {
+            if (n > 0 && tls_conn_feed(h->tls[s], hf_cbuf, (size_t)n) < 0) {
                 hf_close(h, true);
                 return;
             }
@@ -759,6 +764,11 @@ static void on_timer(uv_timer_t *t)
         (handshaking && now >= h->deadline_ms) || now - h->last_activity_ms >= idle) {
         hf_close(h, true);
         return;
+    }
+    if (h->state == HF_RUNNING && now - h->last_activity_ms >= 1000) {
+        /* Quiet for a second: give back what bursts grew. */
+        for (int s = 0; s < 2; s++)
+            tls_conn_trim(h->tls[s]);
     }
     uv_timer_start(&h->timer, on_timer, 1000, 0);
 }

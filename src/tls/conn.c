@@ -310,9 +310,9 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
     switch (e) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
+        /* Buffers stay for the next record; tls_conn_trim frees them once
+         * the connection is idle. */
         ERR_clear_error();
-        shrink_rbio(c);
-        SSL_free_buffers(c->ssl); /* only when no partial record is held */
         return 0;
     case SSL_ERROR_ZERO_RETURN:
         ERR_clear_error();
@@ -369,17 +369,9 @@ void tls_conn_out_consume(struct tls_conn *c, size_t n)
 {
     size_t pending = BIO_ctrl_pending(c->wbio);
     if (n >= pending) {
-        /* All of it (the usual case): no copy.  A buffer grown by a burst is
-         * dropped; a small one is reset (which zeroes at most BIO_KEEP). */
-        BUF_MEM *bm = NULL;
-        BIO_get_mem_ptr(c->wbio, &bm);
-        BIO *b;
-        if (bm && bm->max > BIO_KEEP && SSL_is_init_finished(c->ssl) && (b = mem_bio_new())) {
-            SSL_set0_wbio(c->ssl, b);
-            c->wbio = b;
-        } else {
-            (void)BIO_reset(c->wbio);
-        }
+        /* All of it (the usual case): no copy.  The buffer stays for the
+         * next burst; tls_conn_trim drops it once the connection is idle. */
+        (void)BIO_reset(c->wbio);
         return;
     }
     char scratch[4096];
@@ -389,6 +381,22 @@ void tls_conn_out_consume(struct tls_conn *c, size_t n)
             break;
         n -= (size_t)k;
     }
+}
+
+void tls_conn_trim(struct tls_conn *c)
+{
+    if (!c || c->failed || !SSL_is_init_finished(c->ssl))
+        return;
+    shrink_rbio(c);
+    BUF_MEM *bm = NULL;
+    BIO *b;
+    if (BIO_ctrl_pending(c->wbio) == 0 && (BIO_get_mem_ptr(c->wbio, &bm), bm) &&
+        bm->max > BIO_KEEP && (b = mem_bio_new())) {
+        SSL_set0_wbio(c->ssl, b);
+        c->wbio = b;
+    }
+    SSL_free_buffers(c->ssl); /* only when no partial record is held */
+    ERR_clear_error();
 }
 
 size_t tls_conn_out_pending(const struct tls_conn *c)

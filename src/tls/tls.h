@@ -169,6 +169,10 @@ void tls_conn_close_notify(struct tls_conn *c);
 size_t tls_conn_out_peek(struct tls_conn *c, const uint8_t **ret_data);
 void tls_conn_out_consume(struct tls_conn *c, size_t n);
 size_t tls_conn_out_pending(const struct tls_conn *c);
+/* Give back what a burst grew (record buffers, memory BIOs) when the
+ * connection is idle: an idle connection keeps ~16-22 KiB.  Buffers are
+ * otherwise kept between records, for throughput. */
+void tls_conn_trim(struct tls_conn *c);
 /* The handshake is done and resumed a session (either side). */
 bool tls_conn_resumed(const struct tls_conn *c);
 /* The selected ALPN protocol ("" when none), after the handshake. */
