@@ -45,6 +45,17 @@
  *       nothing on framing); the clock starts after the 101.  Prints
  *       "Gbit/s bytes seconds".
  *
+ *   tcpbench tlscrr ADDR PORT SECONDS CONCURRENCY HOST CAFILE
+ *       Only when compiled with -DTCPBENCH_TLS (and -lssl -lcrypto; run-tls.sh
+ *       does): as hcrr over TLS.  Every connection is a new SSL object with
+ *       no session offered, so every handshake is a full one (wrk resumes
+ *       its sessions on reconnect, so it cannot measure this); SNI HOST, the
+ *       server's certificate verified against CAFILE ("-": OpenSSL's default
+ *       paths, i.e. SSL_CERT_FILE) and HOST, or not verified ("none": as
+ *       wrk; the server still proves it holds the certificate's key).
+ *       Prints "conn/s done errors resumed p50_ms p99_ms", the percentiles
+ *       of the time from connect() to the server's close.
+ *
  * Every client has deadlines: a stalled relay makes it fail (exit 1 with a
  * message), never hang.
  */
@@ -842,6 +853,251 @@ static int cmd_hping(const char *addr, const char *port, const char *host)
     return 0;
 }
 
+#ifdef TCPBENCH_TLS
+/* ---- tlscrr: new TLS connections, one request each ---- */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+enum { TC_CONNECTING, TC_HANDSHAKE, TC_WRITE, TC_READ };
+
+struct tc_slot {
+    int fd;
+    int state;
+    int got;
+    char head[12];
+    SSL *ssl;
+    int64_t started;
+};
+
+static SSL_CTX *tc_ctx;
+static const char *tc_host;
+
+static void tc_watch(int ep, struct tc_slot *s, uint32_t idx, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.u32 = idx};
+    epoll_ctl(ep, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+static int tc_open(int ep, const struct sockaddr_in *sa, struct tc_slot *s, uint32_t idx)
+{
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->state = TC_CONNECTING;
+    s->got = 0;
+    s->ssl = NULL;
+    s->started = now_ns();
+    int r = connect(s->fd, (const struct sockaddr *)sa, sizeof(*sa));
+    if (r < 0 && errno != EINPROGRESS) {
+        close(s->fd);
+        s->fd = -1;
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = idx};
+    epoll_ctl(ep, EPOLL_CTL_ADD, s->fd, &ev);
+    return 0;
+}
+
+static void tc_close(int ep, struct tc_slot *s)
+{
+    epoll_ctl(ep, EPOLL_CTL_DEL, s->fd, NULL);
+    SSL_free(s->ssl); /* no close_notify of ours: the server has closed */
+    s->ssl = NULL;
+    close(s->fd);
+    s->fd = -1;
+}
+
+/* After an SSL call returned r <= 0: 0 (wait, epoll updated) or -1. */
+static int tc_want(int ep, struct tc_slot *s, uint32_t idx, int r)
+{
+    switch (SSL_get_error(s->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        tc_watch(ep, s, idx, EPOLLIN);
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        tc_watch(ep, s, idx, EPOLLOUT);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* 1 when the exchange completed (resumed: *resumed), 0 in progress, -1 error. */
+static int tc_step(int ep, struct tc_slot *s, uint32_t idx, int *resumed)
+{
+    static const char *req;
+    static int req_len;
+    static char reqbuf[512];
+    if (!req) {
+        req_len = snprintf(reqbuf, sizeof(reqbuf),
+                           "GET / HTTP/1.1\r\nHost: %s\r\nUser-Agent: tcpbench\r\n"
+                           "Connection: close\r\n\r\n",
+                           tc_host);
+        req = reqbuf;
+    }
+    int r;
+    switch (s->state) {
+    case TC_CONNECTING: {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err)
+            return -1;
+        s->ssl = SSL_new(tc_ctx);
+        if (!s->ssl || !SSL_set_fd(s->ssl, s->fd) || !SSL_set_tlsext_host_name(s->ssl, tc_host) ||
+            ((SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER) && !SSL_set1_host(s->ssl, tc_host)))
+            return -1;
+        SSL_set_connect_state(s->ssl);
+        s->state = TC_HANDSHAKE;
+    }
+        /* fall through */
+    case TC_HANDSHAKE:
+        r = SSL_do_handshake(s->ssl);
+        if (r <= 0)
+            return tc_want(ep, s, idx, r);
+        *resumed = SSL_session_reused(s->ssl);
+        s->state = TC_WRITE;
+        /* fall through */
+    case TC_WRITE:
+        r = SSL_write(s->ssl, req, req_len);
+        if (r <= 0)
+            return tc_want(ep, s, idx, r);
+        s->state = TC_READ;
+        tc_watch(ep, s, idx, EPOLLIN);
+        /* fall through */
+    case TC_READ:
+        for (;;) {
+            char b[4096];
+            r = SSL_read(s->ssl, b, sizeof(b));
+            if (r > 0) {
+                if (s->got < (int)sizeof(s->head)) {
+                    size_t k = sizeof(s->head) - (size_t)s->got;
+                    memcpy(s->head + s->got, b, (size_t)r < k ? (size_t)r : k);
+                }
+                s->got += r;
+                continue;
+            }
+            if (SSL_get_error(s->ssl, r) == SSL_ERROR_ZERO_RETURN) /* the server's close */
+                return s->got >= 12 && memcmp(s->head, "HTTP/1.1 200", 12) == 0 ? 1 : -1;
+            return tc_want(ep, s, idx, r);
+        }
+    }
+    return -1;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmd_tlscrr(const char *addr, const char *port, const char *secs, const char *conc,
+                      const char *host, const char *cafile)
+{
+    struct sockaddr_in sa = parse_addr(addr, port);
+    long seconds = parse_num(secs, 1, 3600), n = parse_num(conc, 1, 1024);
+    tc_host = check_host(host);
+    set_deadline((unsigned)seconds + 3 * IO_TIMEOUT_S);
+    raise_nofile();
+    tc_ctx = SSL_CTX_new(TLS_client_method());
+    if (!tc_ctx)
+        die("%s", "SSL_CTX_new failed");
+    SSL_CTX_set_min_proto_version(tc_ctx, TLS1_2_VERSION);
+    /* No session is ever offered back: every handshake is a full one. */
+    SSL_CTX_set_session_cache_mode(tc_ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(tc_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    if (strcmp(cafile, "none") != 0) {
+        SSL_CTX_set_verify(tc_ctx, SSL_VERIFY_PEER, NULL);
+        if (strcmp(cafile, "-") == 0 ? !SSL_CTX_set_default_verify_paths(tc_ctx)
+                                     : !SSL_CTX_load_verify_locations(tc_ctx, cafile, NULL))
+            die("cannot load the CA certificates (%s)", cafile);
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct tc_slot *slots = calloc((size_t)n, sizeof(*slots));
+    size_t lat_cap = 65536, nlat = 0;
+    int64_t *lat = malloc(lat_cap * sizeof(*lat));
+    uint64_t done = 0, errors = 0, resumed = 0;
+    unsigned long first_err = 0;
+    int64_t t0 = now_ns(), end = t0 + seconds * 1000000000LL;
+    long active = 0;
+    for (long i = 0; i < n; i++) {
+        if (tc_open(ep, &sa, &slots[i], (uint32_t)i) < 0)
+            die("socket/connect: %s", strerror(errno));
+        active++;
+    }
+    struct epoll_event evs[1024];
+    int64_t last_sweep = t0;
+    while (active > 0) {
+        int64_t now = now_ns();
+        if (now > end + CRR_STALL_NS)
+            break;
+        int k = epoll_wait(ep, evs, 1024, 100);
+        for (int i = 0; i < k; i++) {
+            uint32_t idx = evs[i].data.u32;
+            struct tc_slot *s = &slots[idx];
+            if (s->fd < 0)
+                continue;
+            int reused = 0;
+            int r = tc_step(ep, s, idx, &reused);
+            if (r == 0)
+                continue;
+            if (r < 0 && !first_err)
+                first_err = ERR_peek_error() ? ERR_peek_error() : 1;
+            ERR_clear_error();
+            tc_close(ep, s);
+            now = now_ns();
+            if (r > 0 && now <= end) {
+                done++;
+                resumed += reused != 0;
+                if (nlat == lat_cap)
+                    lat = realloc(lat, (lat_cap *= 2) * sizeof(*lat));
+                lat[nlat++] = now - s->started;
+            } else if (r < 0) {
+                errors++;
+            }
+            if (now < end && tc_open(ep, &sa, s, idx) == 0)
+                continue;
+            active--;
+        }
+        now = now_ns();
+        if (now - last_sweep > 500000000LL) { /* stalled exchanges count as errors */
+            last_sweep = now;
+            for (long i = 0; i < n; i++) {
+                struct tc_slot *s = &slots[i];
+                if (s->fd < 0 || now - s->started < CRR_STALL_NS)
+                    continue;
+                tc_close(ep, s);
+                errors++;
+                if (now < end && tc_open(ep, &sa, s, (uint32_t)i) == 0)
+                    continue;
+                active--;
+            }
+        }
+    }
+    double p50 = 0, p99 = 0;
+    if (nlat) {
+        qsort(lat, nlat, sizeof(*lat), cmp_i64);
+        p50 = (double)lat[(nlat - 1) / 2] / 1e6;
+        p99 = (double)lat[(size_t)((double)(nlat - 1) * 0.99)] / 1e6;
+    }
+    printf("%.0f %llu %llu %llu %.4f %.4f\n", (double)done / (double)seconds,
+           (unsigned long long)done, (unsigned long long)errors, (unsigned long long)resumed, p50,
+           p99);
+    if (done == 0 || errors * 100 > done) {
+        char e[256] = "";
+        if (first_err > 1)
+            ERR_error_string_n(first_err, e, sizeof(e));
+        fprintf(stderr, "tcpbench: tlscrr: %llu done, %llu errors%s%s\n",
+                (unsigned long long)done, (unsigned long long)errors, *e ? "; first: " : "", e);
+        return 1;
+    }
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -864,10 +1120,18 @@ int main(int argc, char **argv)
         return cmd_hping(argv[2], argv[3], argv[4]);
     if (argc == 6 && strcmp(argv[1], "wsbulk") == 0)
         return cmd_wsbulk(argv[2], argv[3], argv[4], argv[5]);
+#ifdef TCPBENCH_TLS
+    if (argc == 8 && strcmp(argv[1], "tlscrr") == 0)
+        return cmd_tlscrr(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7]);
+#endif
     fprintf(stderr,
             "usage: tcpbench server ADDR PORT STATSFILE | bulk ADDR PORT SECONDS |\n"
             "       crr ADDR PORT SECONDS CONCURRENCY | idle ADDR PORT N | ping ADDR PORT |\n"
             "       hcrr ADDR PORT SECONDS CONCURRENCY HOST | hping ADDR PORT HOST |\n"
-            "       wsbulk ADDR PORT SECONDS HOST\n");
+            "       wsbulk ADDR PORT SECONDS HOST"
+#ifdef TCPBENCH_TLS
+            " | tlscrr ADDR PORT SECONDS CONCURRENCY HOST CAFILE"
+#endif
+            "\n");
     return 2;
 }
