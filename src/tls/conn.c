@@ -669,7 +669,7 @@ int tls_conn_new_client(struct tls_client *cli, const char *name, const char *se
         c->sess_name = c->sess_key + klen + 1;
         /* Offered before the first handshake call; SSL_set_session takes its
          * own reference.  Failing to set it only costs the resumption. */
-        SSL_SESSION *s = tls_sess_cache_take(cli->sessions, c->sess_key, c->sess_name);
+        SSL_SESSION *s = tls_sess_cache_get(cli->sessions, c->sess_key, c->sess_name);
         if (s && SSL_set_session(ssl, s) == 1)
             cli->offered++;
         SSL_SESSION_free(s);

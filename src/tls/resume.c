@@ -3,10 +3,14 @@
  * caller's "name|address|port"), most recently stored first, bounded with
  * LRU eviction (hash table + list, as the leaf cache).
  *
- * A session is taken out of the cache when it is offered: TLS 1.3 tickets
- * are meant for one use (RFC 8446 C.4), and concurrent connections to one
- * server should not all present the same one.  The connection that used it
- * stores whatever the server gives it next (conn.c decides what to store).
+ * A session stays in the cache when it is offered, and every connection
+ * gets its own copy (so one that ends without a close_notify cannot spoil
+ * it for the others): concurrent connections to one server all resume, as
+ * HAProxy's do towards its servers.  RFC 8446 C.4 asks clients not to reuse
+ * a ticket so that their connections cannot be linked; here every
+ * connection comes from the same proxy on behalf of the same sandbox, so
+ * there is nothing to unlink, and no early data is ever sent (no replay).
+ * The newest ticket a server gives replaces the cached one.
  *
  * Each entry also records the name the server was verified as: OpenSSL does
  * no certificate or host check on a resumed handshake, so a session is only
@@ -140,7 +144,7 @@ static bool expired(const SSL_SESSION *s)
     return age < 0 || age >= (long)SSL_SESSION_get_timeout(s);
 }
 
-SSL_SESSION *tls_sess_cache_take(struct tls_sess_cache *sc, const char *key, const char *name)
+SSL_SESSION *tls_sess_cache_get(struct tls_sess_cache *sc, const char *key, const char *name)
 {
     struct sess_entry *e = lookup(sc, key, key_hash(sc, key));
     if (!e)
@@ -149,15 +153,15 @@ SSL_SESSION *tls_sess_cache_take(struct tls_sess_cache *sc, const char *key, con
     /* The SNI the session was made with, when the server acknowledged it. */
     const char *sni = SSL_SESSION_get0_hostname(s);
     bool fits = strcmp(e->name, name) == 0 && (!sni || strcmp(sni, name) == 0);
-    /* Not offered either way: one use, or another name now under this key
-     * (whose own session will replace this one). */
-    e->sess = NULL;
-    entry_remove(sc, e);
     if (!fits || expired(s) || !SSL_SESSION_is_resumable(s)) {
-        SSL_SESSION_free(s);
+        /* Another name now under this key (whose own session will replace
+         * this one), or a session no server would take: gone. */
+        entry_remove(sc, e);
         return NULL;
     }
-    return s;
+    lru_unlink(sc, e);
+    lru_push_front(sc, e);
+    return SSL_SESSION_dup(s);
 }
 
 int tls_sess_cache_put(struct tls_sess_cache *sc, const char *key, const char *name,

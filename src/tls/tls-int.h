@@ -57,10 +57,10 @@ struct tls_sess_cache;
 int tls_sess_cache_new(struct tls_sess_cache **ret);
 /* Frees every session held.  Accepts NULL; returns NULL. */
 struct tls_sess_cache *tls_sess_cache_free(struct tls_sess_cache *sc);
-/* Take key's session out of the cache: the caller owns the reference
- * returned.  NULL when there is none, or when it was made for another name
- * than name, expired or is not resumable (then it is dropped). */
-SSL_SESSION *tls_sess_cache_take(struct tls_sess_cache *sc, const char *key, const char *name);
+/* A copy of key's session (the caller owns it; the cached one stays).
+ * NULL when there is none, or when it was made for another name than name,
+ * expired or is not resumable (then it is dropped). */
+SSL_SESSION *tls_sess_cache_get(struct tls_sess_cache *sc, const char *key, const char *name);
 /* Store sess (one reference, which the cache takes on success) for key and
  * name, replacing what key held.  0 or -ENOMEM (sess still the caller's). */
 int tls_sess_cache_put(struct tls_sess_cache *sc, const char *key, const char *name,
