@@ -78,6 +78,7 @@ struct http_flow {
     unsigned open_handles;
     enum hf_state state;
     bool raw;             /* after a 101: no more inspection */
+    bool handed_over;     /* the raw relay owns the sockets (and the flow count) */
     bool request_blocked; /* the inspector waits for a response first */
     struct hf_dir dir[2]; /* [0] client -> upstream, [1] upstream -> client */
     struct http_inspector *insp;
@@ -104,6 +105,7 @@ struct http_flow {
 };
 
 static size_t n_http_flows;
+static size_t n_handed_over; /* upgraded flows the raw relay carries now */
 static struct tls_ca *hf_ca;
 static struct tls_server *hf_tls_server;
 
@@ -150,7 +152,8 @@ static void on_handle_closed(uv_handle_t *handle)
     policy_ref_put(h->pol);
     n_http_flows--;
     h->sb->n_http_flows--;
-    h->sb->n_flows--;
+    if (!h->handed_over)
+        h->sb->n_flows--;
     sandbox_unref(h->sb);
     free(h);
 }
@@ -506,6 +509,57 @@ static void hf_linger(struct http_flow *h)
     uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
 }
 
+static void on_relay_done(void *data, const struct relay_stats *st)
+{
+    struct sandbox *sb = data;
+    (void)st;
+    n_handed_over--;
+    sb->n_flows--;
+    sandbox_unref(sb);
+}
+
+/*
+ * After a 101 on plain TCP, once nothing is buffered either way: give both
+ * sockets to the raw relay, which splices bulk (zero copy), like an L4 flow.
+ * Returns true when the relay took them (the flow is then closing).
+ */
+static bool hf_hand_over(struct http_flow *h)
+{
+    for (int d = 0; d < 2; d++) {
+        const struct hf_dir *dir = &h->dir[d];
+        if (h->tls[d] || dir->in_len || dir->out_len || dir->eof || dir->shut)
+            return false;
+    }
+    int fd[2] = {h->fd[HF_CLIENT], h->fd[HF_UPSTREAM]};
+    /* No handle of ours may watch them when the relay adds them. */
+    for (int s = 0; s < 2; s++) {
+        uv_poll_stop(&h->poll[s]);
+        uv_close((uv_handle_t *)&h->poll[s], on_handle_closed);
+        h->fd[s] = -1;
+    }
+    uv_timer_stop(&h->timer);
+    uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+    h->state = HF_CLOSING;
+    struct relay_config rc = {
+        .connect_timeout_ms = daemon_cfg.connect_timeout_ms,
+        .idle_timeout_ms = daemon_cfg.idle_timeout_ms,
+        .no_splice = daemon_cfg.no_splice,
+    };
+    int err = relay_adopt(daemon_loop, &rc, fd[0], fd[1], on_relay_done, h->sb);
+    if (err < 0) {
+        log_warn("sandbox %s: cannot hand the upgraded flow to the relay: %s", h->sb->rec.name,
+                 strerror(-err));
+        relay_reset_fd(fd[0]);
+        relay_reset_fd(fd[1]);
+        return true;
+    }
+    /* The relay keeps the sandbox (a reference of its own) and the flow count. */
+    h->handed_over = true;
+    sandbox_ref(h->sb);
+    n_handed_over++;
+    return true;
+}
+
 /* Bring the flow forward as far as it goes without waiting. */
 static void hf_settle(struct http_flow *h)
 {
@@ -569,6 +623,8 @@ static void hf_settle(struct http_flow *h)
         hf_close(h, false);
         return;
     }
+    if (h->raw && h->state == HF_RUNNING && hf_hand_over(h))
+        return;
     hf_update_polls(h);
 }
 
@@ -869,7 +925,7 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
 
 size_t http_flow_count(void)
 {
-    return n_http_flows;
+    return n_http_flows + n_handed_over;
 }
 
 void http_flow_set_process(struct http_flow *h, pid_t pid, const char *exe)

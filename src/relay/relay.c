@@ -1046,6 +1046,78 @@ fail_free:
     return r;
 }
 
+int relay_adopt(uv_loop_t *loop, const struct relay_config *cfg, int client_fd, int upstream_fd,
+                relay_done_fn done, void *data)
+{
+    static const struct relay_config defaults;
+    struct relay_conn *c;
+    int r, one = 1;
+
+    if (!cfg)
+        cfg = &defaults;
+    if (!loop || client_fd < 0 || upstream_fd < 0 || client_fd == upstream_fd || !done)
+        return -EINVAL;
+    if (cfg->buffer_size > RELAY_BUFFER_MAX)
+        return -EINVAL;
+    if (loop_watches_fd(loop, client_fd) || loop_watches_fd(loop, upstream_fd))
+        return -EEXIST;
+    if (ioctl(client_fd, FIONBIO, &one) < 0 || ioctl(upstream_fd, FIONBIO, &one) < 0)
+        return -errno;
+
+    relay_ignore_sigpipe();
+
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->loop = loop;
+    c->buffer_size = cfg->buffer_size ? (uint32_t)cfg->buffer_size : RELAY_BUFFER_DEFAULT;
+    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_IDLE_TIMEOUT_MS;
+    c->done = done;
+    c->data = data;
+    if (cfg->no_splice)
+        c->flags |= RELAY_F_COPY;
+    for (int s = 0; s < 2; s++) {
+        c->side[s].pipe[0] = c->side[s].pipe[1] = -1;
+        c->side[s].cap = relay_copy_cap(c);
+    }
+    r = relay_ep_acquire(loop, &c->ep);
+    if (r < 0)
+        goto fail_free;
+    c->side[RELAY_CLIENT].fd = client_fd;
+    c->side[RELAY_UPSTREAM].fd = upstream_fd;
+    sock_nodelay(client_fd);
+    sock_nodelay(upstream_fd);
+    /* Both sockets may already hold bytes: start out ready, and let the
+     * first run find out (an edge-triggered set reports only changes). */
+    for (int s = 0; s < 2; s++) {
+        r = relay_ep_add(c, s);
+        if (r < 0)
+            goto fail_ep;
+        c->side[s].flags |= RELAY_F_RD_READY | RELAY_F_WR_READY;
+    }
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->last_active = uv_now(loop);
+    uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
+
+    c->next = relay_list;
+    if (relay_list)
+        relay_list->prev = c;
+    relay_list = c;
+    relay_live++;
+    relay_run(c);
+    return 0;
+
+fail_ep:
+    for (int s = 0; s < 2; s++)
+        if (c->side[s].flags & RELAY_F_IN_EPOLL)
+            relay_ep_del(c, s);
+    relay_ep_release(c->ep);
+fail_free:
+    free(c);
+    return r;
+}
+
 void relay_abort_all(void)
 {
     /* relay_close() never unlinks, so walking the list is safe. */

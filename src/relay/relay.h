@@ -74,6 +74,16 @@ int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
                 const struct sockaddr *upstream, socklen_t upstream_len,
                 relay_connected_fn connected, relay_done_fn done, void *data);
 
+/*
+ * Take over two connected sockets and relay between them from now on (after
+ * someone else has spoken on them: an HTTP upgrade).  Nothing may be
+ * buffered elsewhere for either direction, and no handle of loop may watch
+ * either fd.  On success (0) the relay owns both fds and calls done exactly
+ * once, later; on failure (-errno) nothing was started and the caller still
+ * owns both.
+ */
+int relay_adopt(uv_loop_t *loop, const struct relay_config *cfg, int client_fd, int upstream_fd,
+                relay_done_fn done, void *data);
 /* Number of relays alive (for limits and tests). */
 size_t relay_count(void);
 

@@ -613,6 +613,67 @@ static void do_transfer(int family, const struct relay_config *cfg, size_t len)
     fx_fini(&fx);
 }
 
+/* relay_adopt: two sockets someone else connected and spoke on; bytes
+ * already waiting on both move first, then bulk both ways, half-close. */
+static void do_adopt(bool no_splice)
+{
+    struct relay_config cfg = {.no_splice = no_splice};
+    struct fx fx;
+    struct peer client, server;
+    int accepted, up, srv;
+    const size_t len = 3 << 20;
+
+    fx_init(&fx, AF_INET, 0, 0);
+    peer_init(&client);
+    peer_init(&server);
+    client_pair(&fx, 0, &client.fd, &accepted);
+    up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(up >= 0);
+    assert_int_equal(connect(up, (struct sockaddr *)&fx.server_sa, fx.server_len), 0);
+    srv = accept4(fx.server_lfd, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(srv >= 0);
+    server.fd = srv;
+    client.send_len = server.send_len = len;
+    client.seed = 11;
+    server.seed = 12;
+    client.shut_after_send = server.shut_after_send = true;
+    /* Bytes in flight before the relay exists (an edge-triggered set would
+     * never report them again). */
+    client.send_chunk = server.send_chunk = 1000;
+    client.chunk_until = server.chunk_until = 1000;
+    assert_int_equal(relay_adopt(&fx.loop, &cfg, accepted, accepted, on_done, &fx), -EINVAL);
+    peer_start(&client);
+    peer_start(&server);
+    usleep(50 * 1000);
+    assert_int_equal(relay_adopt(&fx.loop, &cfg, accepted, up, on_done, &fx), 0);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    peer_join(&client);
+    peer_join(&server);
+    assert_int_equal(fx.done_calls, 1);
+    assert_int_equal(fx.connected_calls, 0);
+    assert_int_equal(fx.stats.end, RELAY_END_CLOSED);
+    assert_int_equal(fx.stats.bytes_to_upstream, len);
+    assert_int_equal(fx.stats.bytes_to_client, len);
+    assert_int_equal(server.received, len);
+    assert_int_equal(client.received, len);
+    assert_true(server.hash == pattern_hash(11, len));
+    assert_true(client.hash == pattern_hash(12, len));
+    check_path(no_splice);
+    fx_fini(&fx);
+}
+
+static void test_adopt_splice(void **state)
+{
+    (void)state;
+    do_adopt(false);
+}
+
+static void test_adopt_copy(void **state)
+{
+    (void)state;
+    do_adopt(true);
+}
+
 static void test_transfer_splice_v4(void **state)
 {
     struct relay_config cfg = {0};
@@ -1729,6 +1790,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transfer_splice_v4),
+        cmocka_unit_test(test_adopt_splice),
+        cmocka_unit_test(test_adopt_copy),
         cmocka_unit_test(test_transfer_copy_v4),
         cmocka_unit_test(test_transfer_splice_v6),
         cmocka_unit_test(test_transfer_copy_v6),
