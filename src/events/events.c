@@ -13,6 +13,12 @@
  * Allowed and audit events are never limited.
  *
  * All state sits behind one mutex, so any thread may emit.
+ *
+ * Journal entries are handed to a writer thread through a bounded queue:
+ * journald falling behind (a file rotation, a burst) then never stalls the
+ * caller's event loop, and with it every flow.  A full queue makes the
+ * emitter wait (nothing is dropped); a write the journal refuses goes to
+ * stderr, from the writer.
  */
 #include "events.h"
 #include "events-int.h"
@@ -21,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,6 +45,8 @@
 #define RL_GLOBAL_BUDGET 200 /* denied entries per interval, all keys together */
 
 #define JOURNAL_RECHECK_MS 5000
+#define JQ_MAX_ENTRIES 8192
+#define JQ_MAX_BYTES (16u << 20)
 #define JSONL_DEFAULT_MAX_BYTES (64ull * 1024 * 1024)
 #define JSONL_DEFAULT_KEEP 3
 #define JSONL_MAX_KEEP 100
@@ -156,6 +165,172 @@ static int scratch_fit(int n)
     return 1;
 }
 
+/* ---- the journal writer thread ---- */
+
+struct jq_entry {
+    struct jq_entry *next;
+    uint64_t time_us;
+    size_t size;
+    int n;
+    struct iovec iov[26];
+    char data[];
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work, room, idle;
+    struct jq_entry *head, *tail;
+    size_t n, bytes;
+    bool running, stop, busy, error_reported;
+    pthread_t thread;
+} jq = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .work = PTHREAD_COND_INITIALIZER,
+    .room = PTHREAD_COND_INITIALIZER,
+    .idle = PTHREAD_COND_INITIALIZER,
+};
+
+/* The value of field name= in e, or "-". */
+static const char *jq_field(const struct jq_entry *e, const char *name, size_t *ret_len)
+{
+    size_t nl = strlen(name);
+    for (int i = 0; i < e->n; i++) {
+        const char *b = e->iov[i].iov_base;
+        if (e->iov[i].iov_len > nl && memcmp(b, name, nl) == 0 && b[nl] == '=') {
+            *ret_len = e->iov[i].iov_len - nl - 1;
+            return b + nl + 1;
+        }
+    }
+    *ret_len = 1;
+    return "-";
+}
+
+/* The journal refused e: its line goes to stderr instead. */
+static void jq_fallback(const struct jq_entry *e, int err)
+{
+    char ts[40];
+    size_t sl, ml;
+    const char *sb = jq_field(e, "PORTCULLIS_SANDBOX", &sl);
+    const char *msg = jq_field(e, "MESSAGE", &ml);
+    FILE *out = stderr_sink();
+    if (!jq.error_reported) {
+        jq.error_reported = true;
+        log_error("writing to the journal failed: %s; events go to stderr (reported once)",
+                  strerror(-err));
+    }
+    events_format_rfc3339(e->time_us, 3, ts, sizeof(ts));
+    fprintf(out, "%s %.*s %.*s\n", ts, (int)sl, sb, (int)ml, msg);
+    fflush(out);
+}
+
+static void *jq_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&jq.lock);
+    for (;;) {
+        while (!jq.head && !jq.stop)
+            pthread_cond_wait(&jq.work, &jq.lock);
+        struct jq_entry *e = jq.head;
+        if (!e)
+            break; /* stopping, and everything is written */
+        jq.head = e->next;
+        if (!jq.head)
+            jq.tail = NULL;
+        jq.n--;
+        jq.bytes -= e->size;
+        jq.busy = true;
+        pthread_cond_signal(&jq.room);
+        pthread_mutex_unlock(&jq.lock);
+        int r = sd_journal_sendv(e->iov, e->n);
+        if (r < 0)
+            jq_fallback(e, r);
+        free(e);
+        pthread_mutex_lock(&jq.lock);
+        jq.busy = false;
+        if (!jq.head)
+            pthread_cond_broadcast(&jq.idle);
+    }
+    pthread_mutex_unlock(&jq.lock);
+    return NULL;
+}
+
+static int jq_start(void)
+{
+    if (jq.running)
+        return 0;
+    jq.stop = false;
+    jq.error_reported = false;
+    sigset_t all, old;
+    sigfillset(&all);
+    /* The writer takes no signals: they stay with the daemon's loop. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(&jq.thread, NULL, jq_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0)
+        return -r;
+    jq.running = true;
+    return 0;
+}
+
+/* Write what is queued, then end the writer. */
+static void jq_stop(void)
+{
+    if (!jq.running)
+        return;
+    pthread_mutex_lock(&jq.lock);
+    jq.stop = true;
+    pthread_cond_signal(&jq.work);
+    pthread_mutex_unlock(&jq.lock);
+    pthread_join(jq.thread, NULL);
+    jq.running = false;
+}
+
+/* Queue one entry (copied); waits while the queue is full.  Without a
+ * writer thread, sends at once. */
+static int jq_push(const struct iovec *iov, int n, uint64_t time_us)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (!jq.running)
+        return sd_journal_sendv(iov, n);
+    struct jq_entry *e = malloc(sizeof(*e) + total);
+    if (!e)
+        return sd_journal_sendv(iov, n);
+    char *p = e->data;
+    e->next = NULL;
+    e->time_us = time_us;
+    e->size = total;
+    e->n = n < (int)ARRAY_SIZE(e->iov) ? n : (int)ARRAY_SIZE(e->iov);
+    for (int i = 0; i < e->n; i++) {
+        memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        e->iov[i].iov_base = p;
+        e->iov[i].iov_len = iov[i].iov_len;
+        p += iov[i].iov_len;
+    }
+    pthread_mutex_lock(&jq.lock);
+    while (jq.n >= JQ_MAX_ENTRIES || jq.bytes + total > JQ_MAX_BYTES)
+        pthread_cond_wait(&jq.room, &jq.lock);
+    if (jq.tail)
+        jq.tail->next = e;
+    else
+        jq.head = e;
+    jq.tail = e;
+    jq.n++;
+    jq.bytes += total;
+    pthread_cond_signal(&jq.work);
+    pthread_mutex_unlock(&jq.lock);
+    return 0;
+}
+
+void events_drain(void)
+{
+    pthread_mutex_lock(&jq.lock);
+    while (jq.running && (jq.head || jq.busy))
+        pthread_cond_wait(&jq.idle, &jq.lock);
+    pthread_mutex_unlock(&jq.lock);
+}
+
 /* ---- journal ---- */
 
 static bool journal_socket_present(void)
@@ -207,7 +382,8 @@ static void field_add_fmt_uint(struct field_vec *f, const char *name, unsigned l
     field_add_raw(f, name, num, sizeof(num));
 }
 
-static int journal_send(const struct event *ev, const char *message, const char *ocsf)
+static int journal_send(const struct event *ev, const char *message, const char *ocsf,
+                        uint64_t time_us)
 {
     struct field_vec f;
     char ip[NET_ADDR_STRLEN];
@@ -253,7 +429,7 @@ static int journal_send(const struct event *ev, const char *message, const char 
             n++;
         }
     }
-    int r = sd_journal_sendv(iov, n);
+    int r = jq_push(iov, n, time_us);
     free(ocsf_field);
     return r;
 }
@@ -397,7 +573,7 @@ static void sinks_write(const struct event *ev)
             n = event_format_ocsf(ev, time_us / 1000, ev_state.scratch, ev_state.scratch_size);
             r = scratch_fit(n);
         } while (r > 0);
-        r = journal_send(ev, message, r == 0 ? ev_state.scratch : NULL);
+        r = journal_send(ev, message, r == 0 ? ev_state.scratch : NULL, time_us);
         if (r >= 0) {
             to_stderr = false;
         } else if (!ev_state.journal_error_reported) {
@@ -677,6 +853,7 @@ static void events_shutdown_locked(void)
 {
     if (ev_state.initialized)
         rl_flush(events_now_ms(), true);
+    jq_stop();
     if (ev_state.jsonl_fd >= 0)
         close(ev_state.jsonl_fd);
     free(ev_state.jsonl_path);
@@ -708,6 +885,12 @@ static int events_init_locked(const struct events_config *cfg)
         int r = jsonl_open();
         if (r < 0)
             return r;
+    }
+    if (cfg->use_journal) {
+        int r = jq_start();
+        if (r < 0)
+            log_warn("no journal writer thread (%s): events are written from the loop",
+                     strerror(-r));
     }
     ev_state.initialized = true;
     if (cfg->use_journal && !ev_state.journal)

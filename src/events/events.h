@@ -113,4 +113,8 @@ struct events_query {
  * a message already printed to stderr (e.g. bad --since). */
 int events_read(const struct events_query *q, FILE *out);
 
+/* Wait until every queued journal entry has been written (the journal
+ * writer thread's queue is empty). */
+void events_drain(void);
+
 #endif
