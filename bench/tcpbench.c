@@ -1090,8 +1090,8 @@ static int cmd_tlscrr(const char *addr, const char *port, const char *secs, cons
         char e[256] = "";
         if (first_err > 1)
             ERR_error_string_n(first_err, e, sizeof(e));
-        fprintf(stderr, "tcpbench: tlscrr: %llu done, %llu errors%s%s\n",
-                (unsigned long long)done, (unsigned long long)errors, *e ? "; first: " : "", e);
+        fprintf(stderr, "tcpbench: tlscrr: %llu done, %llu errors%s%s\n", (unsigned long long)done,
+                (unsigned long long)errors, *e ? "; first: " : "", e);
         return 1;
     }
     return 0;

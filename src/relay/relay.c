@@ -948,6 +948,44 @@ static bool loop_watches_fd(const uv_loop_t *loop, int fd)
     return (unsigned)fd < loop->nwatchers && loop->watchers[fd] != NULL;
 }
 
+/* A new relay for loop with cfg, joined to the loop's epoll set; no sockets
+ * yet.  Returns 0 or -errno. */
+static int relay_conn_new(uv_loop_t *loop, const struct relay_config *cfg, relay_done_fn done,
+                          void *data, struct relay_conn **ret)
+{
+    struct relay_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->loop = loop;
+    c->buffer_size = cfg->buffer_size ? (uint32_t)cfg->buffer_size : RELAY_BUFFER_DEFAULT;
+    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_IDLE_TIMEOUT_MS;
+    c->done = done;
+    c->data = data;
+    if (cfg->no_splice)
+        c->flags |= RELAY_F_COPY;
+    for (int s = 0; s < 2; s++) {
+        c->side[s].pipe[0] = c->side[s].pipe[1] = -1;
+        c->side[s].cap = relay_copy_cap(c);
+    }
+    int r = relay_ep_acquire(loop, &c->ep);
+    if (r < 0) {
+        free(c);
+        return r;
+    }
+    *ret = c;
+    return 0;
+}
+
+/* c is complete (its timer armed): count it among the live relays. */
+static void relay_conn_link(struct relay_conn *c)
+{
+    c->next = relay_list;
+    if (relay_list)
+        relay_list->prev = c;
+    relay_list = c;
+    relay_live++;
+}
+
 int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
                 const struct sockaddr *upstream, socklen_t upstream_len,
                 relay_connected_fn connected, relay_done_fn done, void *data)
@@ -972,24 +1010,10 @@ int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
 
     relay_ignore_sigpipe();
 
-    c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    c->loop = loop;
-    c->buffer_size = cfg->buffer_size ? (uint32_t)cfg->buffer_size : RELAY_BUFFER_DEFAULT;
-    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_IDLE_TIMEOUT_MS;
-    c->connected = connected;
-    c->done = done;
-    c->data = data;
-    if (cfg->no_splice)
-        c->flags |= RELAY_F_COPY;
-    for (int s = 0; s < 2; s++) {
-        c->side[s].pipe[0] = c->side[s].pipe[1] = -1;
-        c->side[s].cap = relay_copy_cap(c);
-    }
-    r = relay_ep_acquire(loop, &c->ep);
+    r = relay_conn_new(loop, cfg, done, data, &c);
     if (r < 0)
-        goto fail_free;
+        return r;
+    c->connected = connected;
 
     fd = socket(upstream->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
@@ -1027,12 +1051,7 @@ int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
                    : cfg->connect_timeout_ms        ? cfg->connect_timeout_ms
                                                     : RELAY_CONNECT_TIMEOUT_MS,
                    0);
-
-    c->next = relay_list;
-    if (relay_list)
-        relay_list->prev = c;
-    relay_list = c;
-    relay_live++;
+    relay_conn_link(c);
     return 0;
 
 fail_client:
@@ -1041,7 +1060,6 @@ fail_sock:
     close(fd);
 fail_ep:
     relay_ep_release(c->ep);
-fail_free:
     free(c);
     return r;
 }
@@ -1066,23 +1084,9 @@ int relay_adopt(uv_loop_t *loop, const struct relay_config *cfg, int client_fd, 
 
     relay_ignore_sigpipe();
 
-    c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    c->loop = loop;
-    c->buffer_size = cfg->buffer_size ? (uint32_t)cfg->buffer_size : RELAY_BUFFER_DEFAULT;
-    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_IDLE_TIMEOUT_MS;
-    c->done = done;
-    c->data = data;
-    if (cfg->no_splice)
-        c->flags |= RELAY_F_COPY;
-    for (int s = 0; s < 2; s++) {
-        c->side[s].pipe[0] = c->side[s].pipe[1] = -1;
-        c->side[s].cap = relay_copy_cap(c);
-    }
-    r = relay_ep_acquire(loop, &c->ep);
+    r = relay_conn_new(loop, cfg, done, data, &c);
     if (r < 0)
-        goto fail_free;
+        return r;
     c->side[RELAY_CLIENT].fd = client_fd;
     c->side[RELAY_UPSTREAM].fd = upstream_fd;
     sock_nodelay(client_fd);
@@ -1099,12 +1103,7 @@ int relay_adopt(uv_loop_t *loop, const struct relay_config *cfg, int client_fd, 
     c->timer.data = c;
     c->last_active = uv_now(loop);
     uv_timer_start(&c->timer, on_timer, c->idle_ms, 0);
-
-    c->next = relay_list;
-    if (relay_list)
-        relay_list->prev = c;
-    relay_list = c;
-    relay_live++;
+    relay_conn_link(c);
     relay_run(c);
     return 0;
 
@@ -1113,7 +1112,6 @@ fail_ep:
         if (c->side[s].flags & RELAY_F_IN_EPOLL)
             relay_ep_del(c, s);
     relay_ep_release(c->ep);
-fail_free:
     free(c);
     return r;
 }
