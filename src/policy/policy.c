@@ -582,6 +582,26 @@ static int parser_query_glob(struct parser *ps, const char *name, char **ret)
     return 0;
 }
 
+/* In a mapping whose only key may be `key`, once: read the next key.
+ * Returns 1 when it was `key` (its value comes next), 0 at the end of the
+ * mapping, or an error (any other key, or `key` again). */
+static int parser_next_only_key(struct parser *ps, const char *key, bool *seen)
+{
+    int r = parser_next(ps);
+    if (r < 0)
+        return r;
+    if (ev_type(ps) == YAML_MAPPING_END_EVENT)
+        return 0;
+    if ((r = parser_check_key(ps)) < 0)
+        return r;
+    if (strcmp(ev_str(ps), key) != 0)
+        return error_unknown_field(ps);
+    if (*seen)
+        return error_duplicate(ps);
+    *seen = true;
+    return 1;
+}
+
 /* The value of one query parameter: a glob, or {any: [GLOB, ...]}. */
 static int parser_query_value(struct parser *ps, struct http_query_match *m)
 {
@@ -604,18 +624,7 @@ static int parser_query_value(struct parser *ps, struct http_query_match *m)
                         type_name(ps));
     yaml_mark_t start = ps->ev.start_mark;
     bool seen = false;
-    for (;;) {
-        if ((r = parser_next(ps)) < 0)
-            return r;
-        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
-            break;
-        if ((r = parser_check_key(ps)) < 0)
-            return r;
-        if (strcmp(ev_str(ps), "any") != 0)
-            return error_unknown_field(ps);
-        if (seen)
-            return error_duplicate(ps);
-        seen = true;
+    while ((r = parser_next_only_key(ps, "any", &seen)) > 0) {
         if ((r = parser_next(ps)) < 0)
             return r;
         if (ev_type(ps) != YAML_SEQUENCE_START_EVENT)
@@ -642,6 +651,8 @@ static int parser_query_value(struct parser *ps, struct http_query_match *m)
         if (m->n_globs == 0)
             return error_at(ps, list, "`any` must not be empty");
     }
+    if (r < 0)
+        return r;
     if (!seen)
         return error_at(ps, start, "query parameter `%s` needs `any: [...]`", q);
     return 0;
@@ -743,18 +754,7 @@ static int parser_allow_rule(struct parser *ps, struct http_rule *rule)
     bool seen = false;
     int r;
 
-    for (;;) {
-        if ((r = parser_next(ps)) < 0)
-            return r;
-        if (ev_type(ps) == YAML_MAPPING_END_EVENT)
-            break;
-        if ((r = parser_check_key(ps)) < 0)
-            return r;
-        if (strcmp(ev_str(ps), "allow") != 0)
-            return error_unknown_field(ps);
-        if (seen)
-            return error_duplicate(ps);
-        seen = true;
+    while ((r = parser_next_only_key(ps, "allow", &seen)) > 0) {
         if ((r = parser_next(ps)) < 0)
             return r;
         if (ev_type(ps) != YAML_MAPPING_START_EVENT)
@@ -764,6 +764,8 @@ static int parser_allow_rule(struct parser *ps, struct http_rule *rule)
         if ((r = parser_matcher(ps, rule)) < 0)
             return r;
     }
+    if (r < 0)
+        return r;
     if (!seen)
         return error_at(ps, start, "a rule needs `allow`");
     return 0;
