@@ -302,6 +302,10 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
         return 0;
     if (len > SSIZE_MAX)
         len = SSIZE_MAX;
+    /* Callers poll for buffered plaintext often: nothing held, nothing fed,
+     * no call into OpenSSL. */
+    if (!SSL_has_pending(c->ssl) && BIO_ctrl_pending(c->rbio) == 0)
+        return 0;
     ERR_clear_error();
     size_t n = 0;
     if (SSL_read_ex(c->ssl, buf, len, &n) == 1)
@@ -310,12 +314,11 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
     switch (e) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
-        /* Buffers stay for the next record; tls_conn_trim frees them once
-         * the connection is idle. */
-        ERR_clear_error();
+        /* (SSL_get_error says WANT_* only with an empty error queue: nothing
+         * to clear.)  Buffers stay for the next record; tls_conn_trim frees
+         * them once the connection is idle. */
         return 0;
     case SSL_ERROR_ZERO_RETURN:
-        ERR_clear_error();
         c->closed = true;
         return TLS_CONN_CLOSED;
     default:
@@ -339,10 +342,8 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
     if (SSL_write_ex(c->ssl, buf, len, &n) == 1)
         return (ssize_t)n;
     int e = SSL_get_error(c->ssl, 0);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        ERR_clear_error(); /* not with memory BIOs; nothing was taken */
-        return 0;
-    }
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0; /* not with memory BIOs; nothing was taken */
     conn_fail(c, e);
     return -EPROTO;
 }
