@@ -70,6 +70,13 @@ struct flow {
     size_t peek_seen;
     bool peek_tls; /* what was seen so far starts a ClientHello */
     uint64_t peek_started_ms;
+    /* a client silent past PEEK_FIRST_BYTE_MS: the upstream, connected by
+     * the flow itself so a server-first protocol can speak first */
+    bool late;
+    bool up_connected;
+    bool up_failed; /* connect failed, or neither side spoke: reset both */
+    int up_fd;
+    uv_poll_t up_poll;
     bool want_name; /* denied by address, but a wildcard could match the SNI */
     bool tls;       /* the client opened with a ClientHello */
     char sni[TLS_HELLO_MAX_SNI + 1];
@@ -109,6 +116,8 @@ static void flow_free(struct flow *f)
 {
     if (f->fd >= 0 && !(f->flags & FLOW_F_RELAYING))
         relay_reset_fd(f->fd);
+    if (f->up_fd >= 0)
+        relay_reset_fd(f->up_fd);
     if (f->sb && (f->flags & FLOW_F_COUNTED) && !(f->flags & FLOW_F_RELAYING))
         f->sb->n_flows--;
     f->sb->n_pending--;
@@ -157,15 +166,21 @@ static void flow_emit(struct flow *f)
  *    destination;
  *  - anything else passes as it is, except on an endpoint that requires TLS.
  * A flow denied by its address is peeked too when a wildcard host could
- * still allow it by name.  A client that waits for the server to speak first
- * (SSH, SMTP) is relayed after a short deadline on a plain endpoint; a
+ * still allow it by name.  A client still silent after a short deadline on a
+ * plain endpoint may be waiting for the server to speak first (SMTP, FTP):
+ * the upstream is connected then, and whichever side speaks first decides -
+ * the server (relay from there), or the client, whose first bytes get the
+ * same check however late they come, so waiting cannot dodge it.  A
  * ClientHello or request head that never completes is refused, so a slow
- * sender cannot outwait the check.
+ * sender cannot outwait the check either.
  */
 #define PEEK_FIRST_BYTE_MS 250
 #define PEEK_HEAD_MS 3000
 #define PEEK_HTTP_MAX 8192
 #define PEEK_MAX TLS_HELLO_MAX_BYTES
+/* the relay's defaults (relay.h), for the upstream a late peek connects */
+#define RELAY_CONNECT_MS 10000
+#define RELAY_IDLE_MS 3600000
 
 static void flow_relay(struct flow *f);
 
@@ -177,7 +192,13 @@ static void on_peek_closed(uv_handle_t *h)
     f->flags &= ~FLOW_F_PEEKING;
     int one = 1;
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-    if (f->action == EVENT_ACTION_DENIED || f->inspect || f->terminate)
+    bool no_relay = f->action == EVENT_ACTION_DENIED || f->inspect || f->terminate || f->up_failed;
+    if (f->up_fd >= 0 && no_relay) {
+        /* The upstream saw a connection but not one byte. */
+        relay_reset_fd(f->up_fd);
+        f->up_fd = -1;
+    }
+    if (no_relay)
         flow_maybe_finish(f);
     else
         flow_relay(f);
@@ -196,6 +217,16 @@ static void flow_peek_done(struct flow *f, const char *deny_reason)
     uv_timer_stop(&f->peek_timer);
     uv_close((uv_handle_t *)&f->peek_poll, on_peek_closed);
     uv_close((uv_handle_t *)&f->peek_timer, on_peek_closed);
+    if (f->late)
+        uv_close((uv_handle_t *)&f->up_poll, on_peek_closed);
+}
+
+/* The upstream may not decide the flow by speaking while the client's
+ * first bytes are being checked. */
+static void flow_peek_hold_upstream(struct flow *f)
+{
+    if (f->late)
+        uv_poll_stop(&f->up_poll);
 }
 
 /* A FINDING:HOST_MISMATCH event: the flow's name contradicts its address. */
@@ -252,6 +283,7 @@ static void flow_peek_wait_more(struct flow *f, size_t n)
         uv_timer_start(&f->peek_timer, on_peek_timer, left, 0);
     }
     f->peek_seen = n;
+    flow_peek_hold_upstream(f);
 }
 
 /* The endpoint the flow matched decides what TLS means for it. */
@@ -356,6 +388,7 @@ static void flow_peek_tls(struct flow *f, const struct tls_hello *hello)
     /* The decision may wait for a resolution: no more wake-ups meanwhile. */
     uv_poll_stop(&f->peek_poll);
     uv_timer_stop(&f->peek_timer);
+    flow_peek_hold_upstream(f);
     flow_decide_name(f);
 }
 
@@ -446,7 +479,67 @@ static void on_peek_readable(uv_poll_t *p, int status, int events)
         flow_peek_done(f, NULL);
         return;
     }
+    if (f->late && !f->peek_seen)
+        f->peek_started_ms = uv_now(daemon_loop); /* a late head gets its own deadline */
     flow_peek_check(f);
+}
+
+static void on_upstream_event(uv_poll_t *p, int status, int events)
+{
+    struct flow *f = p->data;
+    (void)events;
+    if (!f->up_connected) {
+        int err = status;
+        socklen_t len = sizeof(err);
+        if (!err && getsockopt(f->up_fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            f->up_failed = true;
+            flow_peek_done(f, NULL);
+            return;
+        }
+        f->up_connected = true;
+        uv_poll_start(&f->up_poll, UV_READABLE | UV_DISCONNECT, on_upstream_event);
+        uv_poll_start(&f->peek_poll, UV_READABLE, on_peek_readable);
+        uv_timer_start(&f->peek_timer, on_peek_timer,
+                       daemon_cfg.idle_timeout_ms ? daemon_cfg.idle_timeout_ms : RELAY_IDLE_MS, 0);
+        return;
+    }
+    /* The server spoke (or closed) first: a server-first protocol, relayed
+     * from here (an error is the relay's to report). */
+    flow_peek_done(f, NULL);
+}
+
+/* The client has said nothing for PEEK_FIRST_BYTE_MS: connect the upstream,
+ * and watch both sides until one speaks. */
+static void flow_peek_late(struct flow *f)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = net_addr_to_sockaddr(&f->dst, f->dport, &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_warn("sandbox %s: cannot connect upstream: %s", f->sb->rec.name, strerror(errno));
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "proxy_error";
+        flow_peek_done(f, NULL);
+        return;
+    }
+    f->up_fd = fd;
+    uv_poll_init(daemon_loop, &f->up_poll, fd);
+    f->up_poll.data = f;
+    f->late = true;
+    f->peek_handles++;
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+        f->up_failed = true;
+        flow_peek_done(f, NULL);
+        return;
+    }
+    /* The client's bytes wait in its socket until the upstream is there. */
+    uv_poll_stop(&f->peek_poll);
+    uv_poll_start(&f->up_poll, UV_WRITABLE, on_upstream_event);
+    uv_timer_start(&f->peek_timer, on_peek_timer,
+                   daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : RELAY_CONNECT_MS,
+                   0);
 }
 
 static void on_peek_timer(uv_timer_t *t)
@@ -461,8 +554,18 @@ static void on_peek_timer(uv_timer_t *t)
         flow_peek_done(f, "tls_hello_timeout");
         return;
     }
-    /* Nothing yet: a server-first protocol (or an inspected endpoint, whose
-     * inspector takes it from here). */
+    if (f->late) {
+        /* The upstream never answered the connect, or neither side spoke
+         * for the idle timeout. */
+        f->up_failed = true;
+        flow_peek_done(f, NULL);
+        return;
+    }
+    if (f->action != EVENT_ACTION_DENIED && !f->inspect) {
+        flow_peek_late(f); /* perhaps a server-first protocol */
+        return;
+    }
+    /* An inspected endpoint: its inspector takes it from here. */
     flow_peek_done(f, NULL);
 }
 
@@ -568,8 +671,9 @@ static void flow_relay(struct flow *f)
         .idle_timeout_ms = daemon_cfg.idle_timeout_ms,
         .no_splice = daemon_cfg.no_splice,
     };
-    int err = relay_start(daemon_loop, &rc, f->fd, (struct sockaddr *)&ss, len, NULL, on_relay_done,
-                          f->sb);
+    int err = f->up_fd >= 0 ? relay_adopt(daemon_loop, &rc, f->fd, f->up_fd, on_relay_done, f->sb)
+                            : relay_start(daemon_loop, &rc, f->fd, (struct sockaddr *)&ss, len,
+                                          NULL, on_relay_done, f->sb);
     if (err < 0) {
         log_warn("sandbox %s: cannot relay: %s", f->sb->rec.name, strerror(-err));
         f->action = EVENT_ACTION_DENIED;
@@ -577,7 +681,8 @@ static void flow_relay(struct flow *f)
         flow_maybe_finish(f);
         return;
     }
-    /* The relay owns the fd and one sandbox reference and the flow count. */
+    /* The relay owns the fds and one sandbox reference and the flow count. */
+    f->up_fd = -1;
     f->flags |= FLOW_F_RELAYING;
     sandbox_ref(f->sb);
     n_relaying++;
@@ -724,6 +829,7 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     n_pending++;
     sb->n_pending++;
     f->fd = fd;
+    f->up_fd = -1;
     f->src = src;
     f->sport = sport;
     f->dst = dst;

@@ -89,6 +89,18 @@ check "a server-first protocol still works ($out)" [ "$out" = "220 banner ready|
 out=$("$PORTCULLIS" run --name l4-slow --policy "$POL" -- python3 "$HELPERS/rawhttp.py" "$UP4" 8080 \
     'GET /slow HTTP/1.1\r\n' 'Host: evil.test' 2>&1)
 check "a head split across writes is still checked" [ "$(server_requests web4 'GET /slow')" = 0 ]
+# A client that waits before speaking gets the upstream connected (it could
+# be server-first), but its first bytes are checked all the same.
+out=$("$PORTCULLIS" run --name l4-late --policy "$POL" -- python3 "$HELPERS/rawhttp.py" --delay 0.8 "$UP4" 8080 \
+    'GET /late HTTP/1.1\r\nHost: up.test\r\nConnection: close\r\n\r\n' 2>&1)
+check "a request sent after 0.8 s of silence passes ($(head -1 <<<"$out" | tr -d '\r'))" \
+    [ "$(server_requests web4 'GET /late')" = 1 ]
+"$PORTCULLIS" run --name l4-latefront --policy "$POL" -- python3 "$HELPERS/rawhttp.py" --delay 0.8 "$UP4" 8080 \
+    'GET /latefront HTTP/1.1\r\nHost: evil.test\r\n\r\n' >/dev/null 2>&1
+check "a contradicting Host sent after 0.8 s of silence is still refused" \
+    [ "$(server_requests web4 'GET /latefront')" = 0 ]
+check "  journal: host_mismatch" journal_find PORTCULLIS_SANDBOX=l4-latefront \
+    PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied PORTCULLIS_REASON=host_mismatch
 
 # --- an inspected endpoint: requests are decided one by one ---
 POL7="$T_DIR/policy-l7.yaml"

@@ -120,6 +120,17 @@ check "  a ClientHello trickled over more than 3 s is refused ($(head -1 <<<"$ou
     [ "$(server_connects up9443)" = "$before" ]
 check "  journal: tls_hello_incomplete" journal_find PORTCULLIS_SANDBOX=tls-a11 PORTCULLIS_ACTION=denied \
     PORTCULLIS_REASON=tls_hello_incomplete
+# A client silent past the first-byte wait (as if server-first) is checked
+# when its ClientHello comes.
+out=$(sb a12 python3 "$TLSPY" client "$UP4" 9443 --sni up.test --cafile "$TESTCA" --delay 0.8 --get /late)
+check "passthrough: a ClientHello after 0.8 s of silence is decided and passes ($(tail -1 <<<"$out"))" \
+    grep -qx "ok up9443 GET /late port 9443" <<<"$out"
+hellos=$(tls_hellos up9443)
+out=$(sb a13 python3 "$TLSPY" client "$UP4" 9443 --sni other.test --cafile "$TESTCA" --delay 0.8 --get /latefront)
+check "  one for another name after 0.8 s of silence is refused before a byte of it arrives ($(head -1 <<<"$out"))" \
+    [ "$(tls_hellos up9443)" = "$hellos" ]
+check "  journal: host_mismatch" journal_find PORTCULLIS_SANDBOX=tls-a13 PORTCULLIS_ACTION=denied \
+    PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_REASON=host_mismatch
 
 # ---------------------------------------------------------------- (b) passthrough denied by SNI
 before=$(server_connects up9443)

@@ -5,6 +5,7 @@
 #   start_tls_server ...    a helpers/tlsupstream.py server in the upstream
 #                           namespace (recorded in T_PIDS, so cleanup kills it)
 #   tls_handshakes NAME     TLS handshakes a server completed
+#   tls_hellos NAME         ClientHellos a server received
 #   journal_grep RE K=V...  a portcullisd journal entry matching loosely
 #
 # Files tls_make_certs writes (PEM; *.key are 0600, the rest 0644 so a
@@ -80,6 +81,7 @@ start_tls_server() {
 # Counts from a tlsupstream.py log (server_connects and server_requests of
 # lib.sh work on it as well).
 tls_handshakes() { grep -c '^HANDSHAKE' "$T_DIR/$1.log" || true; }
+tls_hellos() { grep -c '^HELLO' "$T_DIR/$1.log" || true; }
 tls_log_has() { grep -q -- "$2" "$T_DIR/$1.log"; }
 
 # cert_cn PEM: the CN of a certificate's subject.

@@ -239,6 +239,7 @@ def server_context(a):
         ctx.set_alpn_protocols(a.alpn.split(","))
 
     def on_sni(sock, name, _ctx):
+        log(a.log, "HELLO sni=%s" % (name or "-"))  # a ClientHello arrived
         try:
             sock.pcl_sni = name
         except AttributeError:
@@ -369,6 +370,8 @@ def client(argv):
     p.add_argument("--host-header")
     p.add_argument("--echo")
     p.add_argument("--timeout", type=float, default=10)
+    p.add_argument("--delay", type=float, default=0,
+                   help="wait this many seconds after connecting before the ClientHello")
     p.add_argument("--split-hello", type=int, default=0,
                    help="send the ClientHello in pieces of N bytes, 100 ms apart (then --get)")
     a = p.parse_args(argv)
@@ -385,6 +388,7 @@ def client(argv):
         raw = socket.socket(fam, socket.SOCK_STREAM)
         raw.settimeout(a.timeout)
         raw.connect((a.host, a.port))
+        time.sleep(a.delay)
         s = ctx.wrap_socket(raw, server_hostname=name)
         cert = s.getpeercert()
         print("handshake ok version=%s alpn=%s issuer=%s subject=%s"
