@@ -43,10 +43,10 @@ static uint64_t last_miss_rescan_ms;
 enum flow_flags {
     FLOW_F_DECIDED = 1 << 0,
     FLOW_F_IDENT_DONE = 1 << 1,
-    FLOW_F_IDENT_RUNNING = 1 << 2,
-    FLOW_F_RELAYING = 1 << 3, /* fd handed to the relay */
-    FLOW_F_COUNTED = 1 << 4,  /* counted in sandbox->n_flows */
-    FLOW_F_PEEKING = 1 << 5,  /* waiting for the client's first bytes */
+    FLOW_F_IDENT_QUEUED = 1 << 2, /* waiting for, or in, an ident batch */
+    FLOW_F_RELAYING = 1 << 3,     /* fd handed to the relay */
+    FLOW_F_COUNTED = 1 << 4,      /* counted in sandbox->n_flows */
+    FLOW_F_PEEKING = 1 << 5,      /* waiting for the client's first bytes */
 };
 
 struct flow {
@@ -60,7 +60,7 @@ struct flow {
     const char *policy_name;
     char policy_name_buf[POLICY_MAX_NAME_LEN + 1];
     unsigned rounds;
-    uv_work_t ident_req;
+    struct flow *ident_next; /* in the ident queue or batch */
     pid_t pid;
     char exe[PATH_MAX];
     /* the peek at the first bytes: a ClientHello's SNI, an HTTP Host */
@@ -751,23 +751,92 @@ static void flow_decide(struct flow *f)
     }
 }
 
-static void ident_work(uv_work_t *req)
+/*
+ * Process lookups run in the thread pool one batch at a time: a work item
+ * takes the flows waiting when it starts (up to IDENT_BATCH_MAX), so a burst
+ * of connections costs one hand-off to a pool thread and back instead of one
+ * per connection.  Flows in the queue or the batch are not freed: a flow
+ * finishes only once its lookup is done.
+ */
+#define IDENT_BATCH_MAX 64
+
+static struct {
+    uv_work_t req;
+    bool running;
+    struct flow *head, *tail; /* waiting (the loop's) */
+    struct flow *batch;       /* the pool thread's while running */
+} ident_q;
+
+static void ident_batch_work(uv_work_t *req)
 {
-    struct flow *f = req->data;
-    if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
-                     sizeof(f->exe)) < 0) {
-        f->pid = 0;
-        f->exe[0] = '\0';
+    (void)req;
+    for (struct flow *f = ident_q.batch; f; f = f->ident_next) {
+        if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
+                         sizeof(f->exe)) < 0) {
+            f->pid = 0;
+            f->exe[0] = '\0';
+        }
     }
 }
 
-static void on_ident_done(uv_work_t *req, int status)
+static void ident_finish(struct flow *f)
 {
-    struct flow *f = req->data;
+    while (f) {
+        struct flow *next = f->ident_next;
+        f->ident_next = NULL;
+        f->flags &= ~FLOW_F_IDENT_QUEUED;
+        f->flags |= FLOW_F_IDENT_DONE;
+        flow_maybe_finish(f);
+        f = next;
+    }
+}
+
+static void on_ident_batch_done(uv_work_t *req, int status);
+
+static void ident_batch_submit(void)
+{
+    if (ident_q.running || !ident_q.head)
+        return;
+    struct flow *last = ident_q.head;
+    for (size_t n = 1; last->ident_next && n < IDENT_BATCH_MAX; n++)
+        last = last->ident_next;
+    ident_q.batch = ident_q.head;
+    ident_q.head = last->ident_next;
+    if (!ident_q.head)
+        ident_q.tail = NULL;
+    last->ident_next = NULL;
+    if (uv_queue_work(daemon_loop, &ident_q.req, ident_batch_work, on_ident_batch_done) == 0) {
+        ident_q.running = true;
+        return;
+    }
+    /* No pool: these flows go without a process name. */
+    struct flow *batch = ident_q.batch;
+    ident_q.batch = NULL;
+    ident_finish(batch);
+    ident_batch_submit();
+}
+
+static void on_ident_batch_done(uv_work_t *req, int status)
+{
+    (void)req;
     (void)status;
-    f->flags &= ~FLOW_F_IDENT_RUNNING;
-    f->flags |= FLOW_F_IDENT_DONE;
-    flow_maybe_finish(f);
+    struct flow *batch = ident_q.batch;
+    ident_q.batch = NULL;
+    ident_q.running = false;
+    ident_batch_submit(); /* the next batch runs while this one finishes */
+    ident_finish(batch);
+}
+
+static void ident_enqueue(struct flow *f)
+{
+    f->flags |= FLOW_F_IDENT_QUEUED;
+    f->ident_next = NULL;
+    if (ident_q.tail)
+        ident_q.tail->ident_next = f;
+    else
+        ident_q.head = f;
+    ident_q.tail = f;
+    ident_batch_submit();
 }
 
 static int get_original_dst(int fd, int family, struct net_addr *ret, uint16_t *ret_port)
@@ -847,11 +916,7 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     if (daemon_cfg.no_ident || !sb->ident) {
         f->flags |= FLOW_F_IDENT_DONE;
     } else {
-        f->ident_req.data = f;
-        if (uv_queue_work(daemon_loop, &f->ident_req, ident_work, on_ident_done) == 0)
-            f->flags |= FLOW_F_IDENT_RUNNING;
-        else
-            f->flags |= FLOW_F_IDENT_DONE;
+        ident_enqueue(f);
     }
     flow_decide(f);
 }
