@@ -5,7 +5,7 @@ Stdlib only.
 Server (runs inside the test's upstream namespace):
 
   tlsupstream.py --bind A [--bind B ...] --port P --cert PEM --key PEM
-                 [--name NAME] [--log FILE] [--raw-echo] [--alpn LIST]
+                 [--name NAME] [--log FILE] [--raw-echo] [--alpn LIST] [--root DIR]
 
   Listens on every --bind address (IPv4 or IPv6), does the TLS handshake
   (TLS 1.2 and 1.3, ALPN from --alpn, default "http/1.1"; "" selects none),
@@ -14,12 +14,15 @@ Server (runs inside the test's upstream namespace):
       the body "ok NAME METHOD PATH port P\\n" (request bodies, by
       Content-Length or chunked, are read and counted); "GET /ws" with
       "Upgrade: websocket" gets a 101 and an echo of every frame (text,
-      binary, continuation; ping gets pong) until a close frame;
+      binary, continuation; ping gets pong) until a close frame; with
+      --root, GET and HEAD get the file at PATH under DIR instead (a
+      directory's index.html; 404 when there is none);
     - (--raw-echo) echoes every byte until EOF.
   Prints "ready" on stdout once every address listens.  Appends to --log,
   one line each, written before anything is answered (so a client that got
   its answer can count on the line being there):
     CONNECT <peer>                                  TCP accepted
+    HELLO sni=<name|->                              a ClientHello arrived
     HANDSHAKE <peer> sni=<name|-> alpn=<proto|-> version=<v>
     TLSERR <peer> <reason>                          handshake failed
     REQUEST <METHOD> <PATH> host=<Host|-> sni=<name|-> len=<body bytes>
@@ -47,6 +50,7 @@ when everything asked for worked):
 import argparse
 import base64
 import hashlib
+import os
 import socket
 import ssl
 import time
@@ -181,6 +185,11 @@ def serve_http(c, a, sni, alpn):
             ws_echo(c, a)
             return
         close = "close" in conn_hdr or version == "HTTP/1.0"
+        if a.root and method in ("GET", "HEAD"):
+            serve_file(c, a, method, path, close)
+            if close:
+                return
+            continue
         resp = ("ok %s %s %s port %d\n" % (a.name, method, path, a.port)).encode()
         c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                        b"X-Upstream-Name: %s\r\nX-Upstream-SNI: %s\r\n%s\r\n%s"
@@ -188,6 +197,27 @@ def serve_http(c, a, sni, alpn):
                           b"Connection: close\r\n" if close else b"", b"" if method == "HEAD" else resp))
         if close:
             return
+
+
+CONTENT_TYPES = {".html": "text/html", ".txt": "text/plain", ".whl": "application/octet-stream"}
+
+
+def serve_file(c, a, method, path, close):
+    """A static file under --root (a directory's index.html), else 404."""
+    rel = os.path.normpath(path.split("?")[0].lstrip("/"))
+    full = os.path.join(a.root, rel) if rel != "." else a.root
+    if os.path.isdir(full):
+        full = os.path.join(full, "index.html")
+    body, status = b"not found\n", "404 Not Found"
+    ctype = "text/plain"
+    if not rel.startswith("..") and os.path.isfile(full):
+        with open(full, "rb") as f:
+            body = f.read()
+        status = "200 OK"
+        ctype = CONTENT_TYPES.get(os.path.splitext(full)[1], "application/octet-stream")
+    c.sock.sendall(("HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+                    % (status, ctype, len(body), "Connection: close\r\n" if close else "")).encode()
+                   + (b"" if method == "HEAD" else body))
 
 
 def serve_raw(c, a, sni):
@@ -451,6 +481,7 @@ def main():
     p.add_argument("--name", default="tlsupstream")
     p.add_argument("--log")
     p.add_argument("--raw-echo", action="store_true")
+    p.add_argument("--root", help="answer GET and HEAD with the files under this directory")
     p.add_argument("--alpn", default="http/1.1")
     a = p.parse_args()
     serve(a)
