@@ -186,6 +186,53 @@ server_stat() { # NAME: one of the server's counters, fresh
     awk -v k="$1" '$1 == k {print $2}' "$D/server.stats"
 }
 
+# cpu_ticks PID: CPU time (user + system, all threads) the process has used,
+# in clock ticks; empty when there is no such process.
+cpu_ticks() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+    # after "PID (comm) ", utime and stime are the 12th and 13th fields
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+}
+
+# cpu_per_op BEFORE AFTER OPS: microseconds of CPU per operation, or "fail".
+cpu_per_op() {
+    if [ -z "$1" ] || [ -z "$2" ] || [ "${3:-0}" -le 0 ] 2>/dev/null; then
+        echo fail
+        return
+    fi
+    awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f\n", (a - b) * 1e6 / hz / n}'
+}
+
+# measure_ka MODE ROUND OUT CMD...: one keep-alive run; CMD runs wrk, whose
+# output goes to OUT.  Records (through the caller's record) ka_rps, ka_p50,
+# ka_p99 and the CPU time per request of the proxy process PROC[MODE] and of
+# journald (ka_cpu_proxy, ka_cpu_journald).  Returns wrk's or the parser's
+# failure.
+measure_ka() {
+    local mode=$1 round=$2 out=$3 jd pb jb pa ja rc v rps p50 p99 n
+    shift 3
+    jd=$(pidof -s systemd-journald)
+    pb=$(cpu_ticks "${PROC[$mode]:-}")
+    jb=$(cpu_ticks "$jd")
+    "$@" >"$out" 2>&1
+    rc=$?
+    pa=$(cpu_ticks "${PROC[$mode]:-}")
+    ja=$(cpu_ticks "$jd")
+    if [ $rc -eq 0 ] && v=$(python3 "$HERE/report_http.py" wrk "$out" 2>>"$D/runs.log"); then
+        read -r rps p50 p99 n _ <<<"$v"
+        record "$mode" ka_rps "$round" "$rps"
+        record "$mode" ka_p50 "$round" "$p50"
+        record "$mode" ka_p99 "$round" "$p99"
+        [ -n "${PROC[$mode]:-}" ] && record "$mode" ka_cpu_proxy "$round" "$(cpu_per_op "$pb" "$pa" "$n")"
+        record "$mode" ka_cpu_journald "$round" "$(cpu_per_op "$jb" "$ja" "$n")"
+        log "  $mode ka round $round: $v"
+        return 0
+    fi
+    for k in rps p50 p99 cpu_proxy cpu_journald; do record "$mode" "ka_$k" "$round" fail; done
+    log "  $mode ka round $round: FAILED (rc $rc): $(tail -2 "$out" | tr '\n' ' ')"
+    return 1
+}
+
 free_port() { # a TCP port nobody listens on, from $1 up
     local p=$1
     while ss -Hltn "sport = :$p" | grep -q .; do p=$((p + 1)); done

@@ -7,12 +7,12 @@ usage: report_http.py wrk WRK-OUTPUT
            finish or more than 1 % of the requests failed (non-2xx/3xx or
            socket errors)
        report_http.py report RESULTS.tsv ENV NOTES MODE...
-           RESULTS.tsv lines: mode, metric (ka_rps ka_p50 ka_p99 hcrr ws raw),
-           round, value or "fail"
+           RESULTS.tsv lines: mode, metric (ka_rps ka_p50 ka_p99 ka_cpu_proxy
+           ka_cpu_journald hcrr ws raw), round, value or "fail"
 """
 import re
 
-from results import Results, ratio
+from results import Results, cpu_table, ratio
 import sys
 import time
 
@@ -82,6 +82,8 @@ def report(res_path, env_path, notes_path, modes):
                    f"{ratio(r, median(hp, 'ka_rps'))} | {cell(m, 'ka_p50', ms)} | {cell(m, 'ka_p99', ms)} | "
                    f"{ratio(p99, median(hp, 'ka_p99'))} | {cell(m, 'hcrr', num)} | "
                    f"{ratio(c, median('noproxy', 'hcrr'))} | {ratio(c, median(hp, 'hcrr'))} |")
+
+    out += cpu_table(res, modes, LABEL)
 
     out += ["",
             "WebSocket bulk: the opening handshake (GET /ws, Upgrade: websocket) through the "

@@ -8,7 +8,7 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
     tlscrr: a new TLS connection with a full handshake per request),
     hs_conns (client connections counted in nat PREROUTING during the hs
     run), hs_up hs_up_resumed (connections nginx saw, and how many of them
-    resumed a session), ka_rps ka_p50 ka_p99 (wrk keep-alive), bulk (Gbit/s).
+    resumed a session), ka_rps ka_p50 ka_p99 ka_cpu_proxy ka_cpu_journald (wrk keep-alive), bulk (Gbit/s).
     Round 0 (pcl): leaf_hits leaf_misses leaf_entries conns_total wrk_probes.
 
 (wrk's output is parsed by report_http.py wrk.)
@@ -16,7 +16,7 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
 import sys
 import time
 
-from results import Results, ratio
+from results import Results, cpu_table, ratio
 
 LABEL = {
     "noproxy": "no proxy (TLS end to end, routed)",
@@ -104,6 +104,7 @@ def main():
         out.append(f"| {LABEL.get(m, m)} | {cell(m, 'ka_rps', num)} | {ratio(r, median('noproxy', 'ka_rps'))} | "
                    f"{ratio(r, median(HP, 'ka_rps'))} | {cell(m, 'ka_p50', ms)} | {cell(m, 'ka_p99', ms)} | "
                    f"{ratio(p99, median(HP, 'ka_p99'))} |")
+    out += cpu_table(res, modes, LABEL)
 
     # ---- bulk
     out += ["",

@@ -39,3 +39,24 @@ def ratio(a, b):
     if a is None or b is None or b == 0:
         return "—"
     return f"{a / b:.2f}×"
+
+
+def cpu_table(res, modes, label):
+    """Markdown lines: CPU per keep-alive request of the proxy and journald."""
+    us = lambda v: f"{v:.1f}"
+    out = ["",
+           "Where the CPU of a keep-alive request goes: the CPU time the proxy process (all its "
+           "threads) and journald used during the keep-alive runs, divided by the requests "
+           "served (from /proc, 10 ms ticks; the client and the upstream share the same two "
+           "cores).",
+           "",
+           "| mode | proxy, µs/request | journald, µs/request | both |",
+           "|---|--:|--:|--:|"]
+    for m in modes:
+        if not res.runs(m, "ka_rps")[1]:
+            continue
+        p, j = res.median(m, "ka_cpu_proxy"), res.median(m, "ka_cpu_journald")
+        both = "—" if p is None or j is None else us(p + j)
+        out.append(f"| {label.get(m, m)} | {res.cell(m, 'ka_cpu_proxy', us)} | "
+                   f"{res.cell(m, 'ka_cpu_journald', us)} | {both} |")
+    return out

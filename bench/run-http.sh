@@ -226,19 +226,7 @@ run_metric() {
     local mode=$1 metric=$2 round=$3 out rc v t=$((SECS + CLIENT_SLACK))
     case $metric in
     ka)
-        out=$D/wrk-$mode-$round.txt
-        tclient "$t" "$mode" wrk -d"${SECS}s" "${WRK_ARGS[@]}" >"$out" 2>&1
-        rc=$?
-        if [ $rc -eq 0 ] && v=$(python3 "$HERE/report_http.py" wrk "$out" 2>>"$D/runs.log"); then
-            read -r rps p50 p99 _ <<<"$v"
-            record "$mode" ka_rps "$round" "$rps"
-            record "$mode" ka_p50 "$round" "$p50"
-            record "$mode" ka_p99 "$round" "$p99"
-            log "  $mode ka round $round: $v"
-        else
-            for k in rps p50 p99; do record "$mode" "ka_$k" "$round" fail; done
-            log "  $mode ka round $round: FAILED (rc $rc): $(tail -2 "$out" | tr '\n' ' ')"
-        fi
+        measure_ka "$mode" "$round" "$D/wrk-$mode-$round.txt" tclient "$t" "$mode" wrk -d"${SECS}s" "${WRK_ARGS[@]}"
         return
         ;;
     hcrr) out=$(tclient "$t" "$mode" "$TB" hcrr "$UP" "$PORT_HTTP" "$SECS" "$CONC" "$UP_NAME" 2>>"$D/runs.log") ;;

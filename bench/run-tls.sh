@@ -460,19 +460,7 @@ run_one() {
         fi
         ;;
     ka)
-        out=$D/wrk-$mode-$metric-$round.txt
-        wrk_ka "$mode" "$SECS" >"$out" 2>&1
-        rc=$?
-        if [ $rc -eq 0 ] && v=$(python3 "$HERE/report_http.py" wrk "$out" 2>>"$D/runs.log"); then
-            read -r rps p50 p99 _ <<<"$v"
-            record "$mode" ka_rps "$round" "$rps"
-            record "$mode" ka_p50 "$round" "$p50"
-            record "$mode" ka_p99 "$round" "$p99"
-            log "  $mode ka round $round: $v"
-        else
-            for k in rps p50 p99; do record "$mode" "ka_$k" "$round" fail; done
-            log "  $mode ka round $round: FAILED (rc $rc): $(tail -2 "$out" | tr '\n' ' ')"
-        fi
+        measure_ka "$mode" "$round" "$D/wrk-$mode-$metric-$round.txt" wrk_ka "$mode" "$SECS"
         ;;
     bulk)
         # One download of the sparse file, stopped by curl after SECS: bytes
