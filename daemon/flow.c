@@ -50,6 +50,7 @@ enum flow_flags {
 };
 
 struct flow {
+    struct flow *peek_next, *peek_prev; /* while peeking, for flow_shutdown() */
     int fd;
     unsigned flags;
     struct net_addr src, dst;
@@ -67,6 +68,8 @@ struct flow {
     uv_poll_t peek_poll;
     uv_timer_t peek_timer;
     unsigned peek_handles;
+    bool peek_closing; /* flow_peek_done() ran: the handles are closing */
+    bool resolving;    /* a resolution for the SNI decision is pending */
     size_t peek_seen;
     bool peek_tls; /* what was seen so far starts a ClientHello */
     uint64_t peek_started_ms;
@@ -95,6 +98,7 @@ struct listener {
     bool polling;
 };
 
+static struct flow *peeking; /* flows whose peek handles are open */
 static struct listener listeners[2];
 static size_t n_listeners;
 static uv_timer_t backoff_timer;
@@ -103,6 +107,17 @@ static size_t n_pending;
 static size_t n_relaying;
 
 static void flow_decide(struct flow *f);
+
+/* Once the daemon stops, nothing new is relayed or inspected: whatever
+ * started then would outlive the shutdown's aborts. */
+static void flow_refuse_if_stopping(struct flow *f)
+{
+    if (daemon_stopping && f->action != EVENT_ACTION_DENIED && !(f->flags & FLOW_F_RELAYING)) {
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "shutting_down";
+        f->inspect = f->terminate = false;
+    }
+}
 static void flow_peek_start(struct flow *f);
 static void flow_maybe_finish(struct flow *f);
 static void on_peek_timer(uv_timer_t *t);
@@ -190,8 +205,15 @@ static void on_peek_closed(uv_handle_t *h)
     if (--f->peek_handles)
         return;
     f->flags &= ~FLOW_F_PEEKING;
+    if (f->peek_prev)
+        f->peek_prev->peek_next = f->peek_next;
+    else
+        peeking = f->peek_next;
+    if (f->peek_next)
+        f->peek_next->peek_prev = f->peek_prev;
     int one = 1;
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    flow_refuse_if_stopping(f);
     bool no_relay = f->action == EVENT_ACTION_DENIED || f->inspect || f->terminate || f->up_failed;
     if (f->up_fd >= 0 && no_relay) {
         /* The upstream saw a connection but not one byte. */
@@ -206,6 +228,9 @@ static void on_peek_closed(uv_handle_t *h)
 
 static void flow_peek_done(struct flow *f, const char *deny_reason)
 {
+    if (f->peek_closing)
+        return; /* aborted by a shutdown meanwhile */
+    f->peek_closing = true;
     if (deny_reason) {
         /* --audit lets what would be refused pass, logged as audit. */
         f->action = f->sb->rec.audit ? EVENT_ACTION_AUDIT : EVENT_ACTION_DENIED;
@@ -303,7 +328,15 @@ static void flow_decide_name(struct flow *f);
 
 static void on_name_resolved(void *data)
 {
-    flow_decide_name(data);
+    struct flow *f = data;
+    f->resolving = false;
+    if (daemon_stopping) {
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "shutting_down";
+        flow_peek_done(f, NULL);
+        return;
+    }
+    flow_decide_name(f);
 }
 
 /* Decide a TLS flow again, on its SNI (f->sni, "" when none was sent). */
@@ -337,9 +370,12 @@ static void flow_decide_name(struct flow *f)
     policy_decide(f->pol ? f->pol->policy : NULL, registry_policy_env(), f->sb->rec.audit, &pf,
                   resolver_lookup, NULL, &d);
     if (d.verdict == POLICY_PENDING) {
+        f->resolving = true;
         if (++f->rounds > FLOW_MAX_DECIDE_ROUNDS ||
-            resolver_resolve(d.pending_host, on_name_resolved, f) < 0)
+            resolver_resolve(d.pending_host, on_name_resolved, f) < 0) {
+            f->resolving = false;
             flow_peek_done(f, "resolution_failed");
+        }
         return;
     }
     if (d.verdict == POLICY_ALLOW || d.verdict == POLICY_AUDIT) {
@@ -572,6 +608,11 @@ static void on_peek_timer(uv_timer_t *t)
 static void flow_peek_start(struct flow *f)
 {
     f->flags |= FLOW_F_PEEKING;
+    f->peek_prev = NULL;
+    f->peek_next = peeking;
+    if (peeking)
+        peeking->peek_prev = f;
+    peeking = f;
     f->peek_started_ms = uv_now(daemon_loop);
     uv_poll_init(daemon_loop, &f->peek_poll, f->fd);
     uv_timer_init(daemon_loop, &f->peek_timer);
@@ -629,6 +670,7 @@ static void flow_maybe_finish(struct flow *f)
     if (!(f->flags & FLOW_F_DECIDED) || !(f->flags & FLOW_F_IDENT_DONE) ||
         (f->flags & FLOW_F_PEEKING))
         return;
+    flow_refuse_if_stopping(f);
     if ((f->inspect || f->terminate) && f->action != EVENT_ACTION_DENIED)
         flow_start_inspection(f);
     flow_emit(f);
@@ -1031,6 +1073,16 @@ static void on_listener_closed(uv_handle_t *h)
 
 void flow_shutdown(void)
 {
+    /* Flows still looking at their first bytes are refused (one waiting
+     * for a resolution is, when it comes back). */
+    for (struct flow *f = peeking; f; f = f->peek_next) {
+        if (f->peek_closing || f->resolving)
+            continue;
+        f->action = EVENT_ACTION_DENIED;
+        f->reason = "shutting_down";
+        flow_peek_done(f, NULL);
+    }
+    http_flow_abort_all();
     for (size_t i = 0; i < n_listeners; i++)
         uv_close((uv_handle_t *)&listeners[i].poll, on_listener_closed);
     n_listeners = 0;

@@ -71,6 +71,7 @@ struct hf_dir {
 };
 
 struct http_flow {
+    struct http_flow *next, *prev; /* the live flows, for http_flow_abort_all() */
     int fd[2];
     uv_poll_t poll[2];
     int poll_events[2];
@@ -105,6 +106,7 @@ struct http_flow {
 };
 
 static size_t n_http_flows;
+static struct http_flow *http_flows;
 static size_t n_handed_over; /* upgraded flows the raw relay carries now */
 static struct tls_ca *hf_ca;
 static struct tls_server *hf_tls_server;
@@ -150,6 +152,12 @@ static void on_handle_closed(uv_handle_t *handle)
     for (int s = 0; s < 2; s++)
         tls_conn_free(h->tls[s]);
     policy_ref_put(h->pol);
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        http_flows = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
     n_http_flows--;
     h->sb->n_http_flows--;
     if (!h->handed_over)
@@ -923,6 +931,13 @@ static enum http_verdict hf_decide(void *ctx, const struct http_request_head *he
     return action == EVENT_ACTION_DENIED ? HTTP_VERDICT_DENY : HTTP_VERDICT_ALLOW;
 }
 
+void http_flow_abort_all(void)
+{
+    /* hf_close() frees nothing before the close callbacks run. */
+    for (struct http_flow *h = http_flows; h; h = h->next)
+        hf_close(h, true);
+}
+
 size_t http_flow_count(void)
 {
     return n_http_flows + n_handed_over;
@@ -1024,6 +1039,10 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
     uv_timer_start(&h->timer, on_timer, ct, 0);
     n_http_flows++;
     h->sb->n_http_flows++;
+    h->next = http_flows;
+    if (http_flows)
+        http_flows->prev = h;
+    http_flows = h;
     if (ret)
         *ret = h;
     return 0;

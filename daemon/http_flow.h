@@ -56,6 +56,10 @@ bool http_host_agrees(const char *value, size_t len, const struct net_addr *dst,
 /* Inspected flows alive. */
 size_t http_flow_count(void);
 
+/* Reset every inspected flow (shutdown); each frees itself once its
+ * handles have closed.  Upgraded flows belong to the relay by then. */
+void http_flow_abort_all(void);
+
 /* The process behind the flow, once known, for its events. */
 void http_flow_set_process(struct http_flow *h, pid_t pid, const char *exe);
 

@@ -232,6 +232,51 @@ check "the command keeps running and its status comes back ($rc)" [ $rc -eq 5 ]
 check "  with a warning that the daemon is gone" grep -q "no longer running" "$T_DIR/dd.err"
 start_daemon
 
+# --- SIGTERM with flows open: the daemon resets them and stops at once ---
+# (an inspected keep-alive connection, and one whose client has said nothing
+# yet, used to keep it running until they ended by themselves)
+POLS="$T_DIR/policy-stop.yaml"
+write_policy "$POLS" <<'YAML'
+version: 1
+network_policies:
+  stop:
+    endpoints:
+      - host: up.test
+        port: 8080
+        allowed_ips: ["198.18.0.0/24"]
+        protocol: rest
+        access: read-only
+      - host: up.test
+        port: 8082
+        allowed_ips: ["198.18.0.0/24"]
+YAML
+"$PORTCULLIS" run --name life-stop --policy "$POLS" -- python3 -c '
+import socket, sys, time
+a = socket.create_connection((sys.argv[1], 8080), timeout=30)
+a.sendall(b"GET /held HTTP/1.1\r\nHost: up.test\r\n\r\n")
+a.recv(4096)
+b = socket.create_connection((sys.argv[1], 8082), timeout=30)  # says nothing
+time.sleep(1)
+print("ready", flush=True)
+ends = []
+for s in (a, b):
+    try:
+        ends.append("eof" if s.recv(4096) == b"" else "data")
+    except OSError as e:
+        ends.append(type(e).__name__)
+print(" ".join(ends))' "$UP4" >"$T_DIR/stop.out" 2>"$T_DIR/stop.err" &
+rp=$!
+for _ in $(seq 100); do grep -q ready "$T_DIR/stop.out" && break; sleep 0.1; done
+check "two connections held open through the daemon" grep -q ready "$T_DIR/stop.out"
+t0=$(date +%s%N)
+stop_daemon
+ms=$((($(date +%s%N) - t0) / 1000000))
+# Before, it waited for the client's 30 s timeout.
+check "SIGTERM: the daemon stops at once with them open ($ms ms)" [ "$ms" -lt 5000 ]
+wait $rp
+check "  and resets both ($(tail -1 "$T_DIR/stop.out"))" grep -qx "ConnectionResetError ConnectionResetError" "$T_DIR/stop.out"
+start_daemon
+
 # --- nothing left behind ---
 stop_daemon
 sleep 0.2
