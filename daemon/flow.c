@@ -553,15 +553,17 @@ static void flow_peek_late(struct flow *f)
     struct sockaddr_storage ss;
     socklen_t len = net_addr_to_sockaddr(&f->dst, f->dport, &ss);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        log_warn("sandbox %s: cannot connect upstream: %s", f->sb->rec.name, strerror(errno));
+    int err = fd < 0 ? -errno : uv_poll_init(daemon_loop, &f->up_poll, fd);
+    if (err < 0) {
+        log_warn("sandbox %s: cannot connect upstream: %s", f->sb->rec.name, strerror(-err));
+        if (fd >= 0)
+            close(fd);
         f->action = EVENT_ACTION_DENIED;
         f->reason = "proxy_error";
         flow_peek_done(f, NULL);
         return;
     }
     f->up_fd = fd;
-    uv_poll_init(daemon_loop, &f->up_poll, fd);
     f->up_poll.data = f;
     f->late = true;
     f->peek_handles++;
