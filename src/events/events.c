@@ -7,9 +7,11 @@
  * reported as one summary per key and interval ("suppressed N similar events
  * in the last 1s").  A key that overflowed gets no new burst in the next
  * interval, so a sustained flood costs one entry per second.  Keys live in a
- * bounded table (LRU eviction); on top of that a global budget caps what all
- * keys together may write, so a flood over many distinct keys (a UDP port
- * sweep) folds into one overflow summary instead of one entry per packet.
+ * bounded table (LRU eviction); on top of that each sandbox has a budget for
+ * all its keys together, and all sandboxes one between them, so a flood over
+ * many distinct keys (a UDP port sweep) folds into one overflow summary
+ * instead of one entry per packet, and one sandbox's flood cannot use up what
+ * another's denials need to be seen.
  * Allowed and audit events are never limited.
  *
  * All state sits behind one mutex, so any thread may emit.
@@ -44,7 +46,9 @@
 #define RL_KEYS 256
 #define RL_BURST 20
 #define RL_INTERVAL_MS 1000
-#define RL_GLOBAL_BUDGET 200 /* denied entries per interval, all keys together */
+#define RL_SANDBOX_BUDGET 100 /* denied entries per interval, all keys of one sandbox */
+#define RL_GLOBAL_BUDGET 1000 /* ... of all sandboxes together */
+#define RL_SANDBOXES 64       /* sandboxes whose budget is tracked (LRU) */
 
 #define JOURNAL_RECHECK_MS 5000
 #define JQ_MAX_ENTRIES 8192
@@ -81,7 +85,16 @@ struct rl_entry {
     bool throttled; /* the previous window overflowed: no burst in this one */
 };
 
-/* Summaries that did not fit the global budget, folded together; fields
+/* One sandbox's budget in the current interval. */
+struct rl_sandbox {
+    bool used;
+    char name[128];
+    uint64_t start_ms;
+    unsigned emitted;
+    uint64_t last_use;
+};
+
+/* Summaries that did not fit a budget, folded together; fields
  * that differ between them are dropped. */
 struct rl_overflow {
     struct rl_entry e; /* e.suppressed is the count, e.window_start_ms when it began */
@@ -108,6 +121,7 @@ struct events_state {
 
     struct rl_entry keys[RL_KEYS];
     struct rl_overflow overflow;
+    struct rl_sandbox sandboxes[RL_SANDBOXES];
     uint64_t global_start_ms;
     unsigned global_emitted;
     uint64_t use_seq;
@@ -702,14 +716,42 @@ static const char *opt(const char *s)
     return *s ? s : NULL;
 }
 
-static bool rl_global_take(uint64_t now_ms)
+/* The budget of sandbox (NULL: events of no sandbox), found or taken over
+ * from the least recently used one (which then starts afresh). */
+static struct rl_sandbox *rl_sandbox_get(const char *sandbox, uint64_t now_ms)
 {
+    struct rl_sandbox *victim = NULL;
+    for (size_t i = 0; i < RL_SANDBOXES; i++) {
+        struct rl_sandbox *b = &ev_state.sandboxes[i];
+        if (b->used && str_eq_trunc(b->name, sizeof(b->name), sandbox))
+            return b;
+        if (!victim || (victim->used && (!b->used || b->last_use < victim->last_use)))
+            victim = b;
+    }
+    memset(victim, 0, sizeof(*victim));
+    victim->used = true;
+    copy_opt(victim->name, sizeof(victim->name), sandbox);
+    victim->start_ms = now_ms;
+    return victim;
+}
+
+/* One denied entry may be written for sandbox in this interval: take it
+ * from its budget and the global one, or say no. */
+static bool rl_budget_take(const char *sandbox, uint64_t now_ms)
+{
+    struct rl_sandbox *b = rl_sandbox_get(sandbox, now_ms);
+    b->last_use = ++ev_state.use_seq;
+    if (elapsed_ms(now_ms, b->start_ms) >= RL_INTERVAL_MS) {
+        b->start_ms = now_ms;
+        b->emitted = 0;
+    }
     if (elapsed_ms(now_ms, ev_state.global_start_ms) >= RL_INTERVAL_MS) {
         ev_state.global_start_ms = now_ms;
         ev_state.global_emitted = 0;
     }
-    if (ev_state.global_emitted >= RL_GLOBAL_BUDGET)
+    if (b->emitted >= RL_SANDBOX_BUDGET || ev_state.global_emitted >= RL_GLOBAL_BUDGET)
         return false;
+    b->emitted++;
     ev_state.global_emitted++;
     return true;
 }
@@ -805,7 +847,7 @@ static void rl_summary(struct rl_entry *e, uint64_t now_ms)
 
     if (e->suppressed == 0)
         return;
-    if (!rl_global_take(now_ms)) {
+    if (!rl_budget_take(e->sandbox, now_ms)) {
         rl_overflow_add(e, now_ms);
         return;
     }
@@ -864,7 +906,7 @@ static bool rl_admit(const struct event *ev, uint64_t now_ms)
     e->last_use = ++ev_state.use_seq;
     if (elapsed_ms(now_ms, e->window_start_ms) >= RL_INTERVAL_MS)
         rl_roll(e, now_ms);
-    if (!e->throttled && e->passed < RL_BURST && rl_global_take(now_ms)) {
+    if (!e->throttled && e->passed < RL_BURST && rl_budget_take(ev->sandbox, now_ms)) {
         e->passed++;
         return true;
     }

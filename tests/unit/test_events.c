@@ -760,12 +760,12 @@ static void test_rate_limit_many_keys(void **state)
         ev.dst_port = (uint16_t)(1000 + i);
         events_emit(&ev);
     }
-    assert_int_equal(file_lines(f->path, NULL, NULL), RL_GLOBAL_BUDGET);
+    assert_int_equal(file_lines(f->path, NULL, NULL), RL_SANDBOX_BUDGET);
     fake_ms += RL_INTERVAL_MS;
     events_flush(fake_ms);
     total = file_lines(f->path, "suppressed", &m);
     /* Bounded: one budget of events, one of summaries, one overflow line. */
-    assert_true(total <= 2 * RL_GLOBAL_BUDGET + 1);
+    assert_true(total <= 2 * RL_SANDBOX_BUDGET + 1);
     assert_int_equal(file_lines(f->path, "events over the rate limit", &m), total);
     assert_int_equal(m, 1);
 
@@ -788,8 +788,48 @@ static void test_rate_limit_many_keys(void **state)
     }
     free(line);
     fclose(fp);
-    assert_int_equal(shown, RL_GLOBAL_BUDGET);
+    assert_int_equal(shown, RL_SANDBOX_BUDGET);
     assert_int_equal(sum + shown, 5000);
+}
+
+/* One sandbox sweeping ports cannot hide another sandbox's denials; many
+ * sandboxes flooding together are still bounded by the global budget. */
+static void test_rate_limit_per_sandbox(void **state)
+{
+    struct sink_fixture *f = *state;
+    struct event ev = ev_denied();
+    char name[32];
+    size_t m;
+
+    sink_init(f, 0, 0);
+    ev.sandbox = "noisy";
+    for (int i = 0; i < 5000; i++) {
+        ev.dst_port = (uint16_t)(1000 + i);
+        events_emit(&ev);
+    }
+    ev.sandbox = "quiet";
+    ev.dst_port = 443;
+    events_emit(&ev);
+    assert_int_equal(file_lines(f->path, "\"sandbox\":\"quiet\"", &m), RL_SANDBOX_BUDGET + 1);
+    assert_int_equal(m, 1);
+
+    /* Two intervals later (the first one's summaries are out): 40
+     * sandboxes sweep at once; events and summaries together stop at the
+     * global budget. */
+    fake_ms += RL_INTERVAL_MS;
+    events_flush(fake_ms);
+    fake_ms += RL_INTERVAL_MS;
+    events_flush(fake_ms);
+    size_t before = file_lines(f->path, NULL, NULL);
+    for (int s = 0; s < 40; s++) {
+        snprintf(name, sizeof(name), "sb-%d", s);
+        ev.sandbox = name;
+        for (int i = 0; i < 200; i++) {
+            ev.dst_port = (uint16_t)(2000 + i);
+            events_emit(&ev);
+        }
+    }
+    assert_int_equal(file_lines(f->path, NULL, NULL) - before, RL_GLOBAL_BUDGET);
 }
 
 static void test_rate_limit_eviction_keeps_counts(void **state)
@@ -801,10 +841,10 @@ static void test_rate_limit_eviction_keeps_counts(void **state)
     sink_init(f, 0, 0);
     for (int i = 0; i < RL_BURST + 3; i++)
         events_emit(&ev);
-    /* Push it out of the table with fresh keys, in later intervals so the
-     * global budget does not interfere. */
+    /* Push it out of the table with fresh keys, spread over later intervals
+     * so the budgets do not interfere. */
     for (int i = 0; i < RL_KEYS; i++) {
-        fake_ms += 10;
+        fake_ms += 20;
         ev.dst_port = (uint16_t)(20000 + i);
         events_emit(&ev);
     }
@@ -1103,6 +1143,7 @@ int main(void)
                                         sink_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_allowed_never, sink_setup, sink_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_many_keys, sink_setup, sink_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_per_sandbox, sink_setup, sink_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_eviction_keeps_counts, sink_setup,
                                         sink_teardown),
         cmocka_unit_test_setup_teardown(test_jsonl_rotation, sink_setup, sink_teardown),
