@@ -104,6 +104,9 @@ static size_t n_listeners;
 static uv_timer_t backoff_timer;
 static bool backoff_logged;
 static size_t n_pending;
+/* late peeks: decided, waiting for either peer to speak (bounded, like relays,
+ * by the sandbox's flow limit, not by the pending ones) */
+static size_t n_late;
 static size_t n_relaying;
 
 static void flow_decide(struct flow *f);
@@ -124,7 +127,7 @@ static void on_peek_timer(uv_timer_t *t);
 
 size_t flow_count(void)
 {
-    return n_pending + n_relaying + http_flow_count();
+    return n_pending + n_late + n_relaying + http_flow_count();
 }
 
 static void flow_free(struct flow *f)
@@ -135,10 +138,14 @@ static void flow_free(struct flow *f)
         relay_reset_fd(f->up_fd);
     if (f->sb && (f->flags & FLOW_F_COUNTED) && !(f->flags & FLOW_F_RELAYING))
         f->sb->n_flows--;
-    f->sb->n_pending--;
+    if (f->late) {
+        n_late--;
+    } else {
+        f->sb->n_pending--;
+        n_pending--;
+    }
     policy_ref_put(f->pol);
     sandbox_unref(f->sb);
-    n_pending--;
     free(f);
 }
 
@@ -567,6 +574,11 @@ static void flow_peek_late(struct flow *f)
     f->up_poll.data = f;
     f->late = true;
     f->peek_handles++;
+    /* It may wait as long as an idle relay: it must not hold one of the
+     * sandbox's pending slots (new flows would be refused) meanwhile. */
+    n_pending--;
+    f->sb->n_pending--;
+    n_late++;
     if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
         f->up_failed = true;
         flow_peek_done(f, NULL);

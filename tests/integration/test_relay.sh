@@ -38,6 +38,23 @@ out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" parallel "
 check "100 parallel connections (v4): $out" [ "$out" = "ok 100" ]
 out=$("$PORTCULLIS" run --policy "$POL" -- /usr/bin/python3 "$CLIENT" parallel "$UP6" 7003 100)
 check "100 parallel connections (v6): $out" [ "$out" = "ok 100" ]
+# Connections a client keeps open without a word (pools that connect ahead)
+# stop counting against the sandbox's pending flows (1,024) once the
+# first-byte wait is over: 1,200 of them, opened in batches, and an echo
+# after them still goes through.
+out=$("$PORTCULLIS" run --name relay-idle --policy "$POL" -- /usr/bin/python3 -c '
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+held = []
+for _ in range(3):
+    held += [socket.create_connection((sys.argv[1], 7003)) for _ in range(400)]
+    time.sleep(0.6)
+s = socket.create_connection((sys.argv[1], 7003), timeout=5)
+s.sendall(b"ping")
+print(len(held), s.recv(16).decode())' "$UP4" 2>&1)
+check "1,200 silent connections held open, then an echo still works ($out)" [ "$out" = "1200 ping" ]
+check "  none of them refused (flow_limit)" \
+    [ "$(grep '"sandbox":"relay-idle"' "$T_DIR/events.jsonl" | grep -c '"reason":"flow_limit"')" = 0 ]
 # The server closes first after sending (source): the client sees a clean EOF
 # and the full stream — the other half-close direction.
 out=$("$PORTCULLIS" run --policy "$POL" -- sh -c "python3 $CLIENT download $UP4 7002 | cut -d' ' -f2")
