@@ -479,6 +479,21 @@ static void on_watchdog(uv_timer_t *t)
 {
     (void)t;
     fprintf(stderr, "watchdog: relay test hung\n");
+    /* What the relays were waiting for, to tell a lost wake-up from a peer
+     * that stopped. */
+    for (const struct relay_conn *c = relay_list; c; c = c->next) {
+        fprintf(stderr, "relay flags %#x queued %d\n", c->flags, !!(c->flags & RELAY_F_QUEUED));
+        for (int s = 0; s < 2; s++) {
+            const struct relay_side *sd = &c->side[s];
+            int pending_in_socket = 0;
+            ioctl(sd->fd, FIONREAD, &pending_in_socket);
+            fprintf(stderr,
+                    "  side %d fd %d flags %#x pending %u cap %u off %u moved %u pipe %d buf %s "
+                    "socket holds %d\n",
+                    s, sd->fd, sd->flags, sd->pending, sd->cap, sd->off, sd->moved, sd->pipe[0],
+                    sd->buf ? "yes" : "no", pending_in_socket);
+        }
+    }
     abort();
 }
 
@@ -1829,5 +1844,8 @@ int main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
+    /* PCL_TEST_FILTER=test_name (glob): run just that one, e.g. in a loop to chase a flake. */
+    if (getenv("PCL_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("PCL_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
