@@ -5,9 +5,8 @@ usage: report.py RESULTS.tsv ENV NOTES IDLE_N MODE...
 RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm), round, value or "fail".
 """
 
-from results import Results, ratio
+from results import Results, gbps, measured_line, num, ratio
 import sys
-import time
 
 LABEL = {
     "noproxy": "no proxy (routed)",
@@ -27,8 +26,6 @@ def main():
     res = Results(res_path)
     runs, median, cell = res.runs, res.median, res.cell
 
-    gbps = lambda v: f"{v:.2f}"
-    cps = lambda v: f"{v:,.0f}"
     ref_np = {m: median("noproxy", m) for m in ("bulk", "crr")}
     ref_hp = {m: median("haproxy", m) for m in ("bulk", "crr")}
 
@@ -45,8 +42,7 @@ def main():
                 f"{per:.1f} KiB", per)
 
     out = []
-    out.append(f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}; " +
-               "; ".join(l.strip() for l in open(env_path) if l.strip()) + ".")
+    out.append(measured_line(env_path))
     out.append("")
     out.append(f"| mode | bulk, Gbit/s | vs no proxy | vs HAProxy | new conn/s | vs no proxy | vs HAProxy "
                f"| RSS with {idle_n} idle conns | per idle conn |")
@@ -57,7 +53,7 @@ def main():
         rss, per_s, per = mem(m)
         per_conn[m] = per
         out.append(f"| {LABEL.get(m, m)} | {cell(m, 'bulk', gbps)} | {ratio(b, ref_np['bulk'])} | "
-                   f"{ratio(b, ref_hp['bulk'])} | {cell(m, 'crr', cps)} | {ratio(c, ref_np['crr'])} | "
+                   f"{ratio(b, ref_hp['bulk'])} | {cell(m, 'crr', num)} | {ratio(c, ref_np['crr'])} | "
                    f"{ratio(c, ref_hp['crr'])} | {rss} | {per_s} |")
     out.append("")
     out.append("Median of the rounds (min–max in parentheses); ratios are of medians from this same run. "

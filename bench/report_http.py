@@ -12,9 +12,8 @@ usage: report_http.py wrk WRK-OUTPUT
 """
 import re
 
-from results import Results, cpu_table, ratio
+from results import Results, cpu_table, gbps, measured_line, ms, num, ratio
 import sys
-import time
 
 LABEL = {
     "noproxy": "no proxy (routed)",
@@ -58,15 +57,8 @@ def report(res_path, env_path, notes_path, modes):
     res = Results(res_path)
     runs, median, cell = res.runs, res.median, res.cell
 
-    num = lambda v: f"{v:,.0f}"
-    gbps = lambda v: f"{v:.2f}"
-
-    def ms(v):
-        return f"{v:.2f}" if v >= 1 else f"{v:.3f}"
-
     hp = "haproxy-http"
-    out = [f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}; " +
-           "; ".join(l.strip() for l in open(env_path) if l.strip()) + "."]
+    out = [measured_line(env_path)]
     out += ["",
             "Small requests (`GET /`, a 200 with a 13-byte body).  Keep-alive: wrk, "
             "the same connections for the whole run; latency percentiles from wrk --latency. "

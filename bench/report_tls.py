@@ -14,9 +14,8 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
 (wrk's output is parsed by report_http.py wrk.)
 """
 import sys
-import time
 
-from results import Results, cpu_table, ratio
+from results import Results, cpu_table, gbps, measured_line, ms, num, ratio
 
 LABEL = {
     "noproxy": "no proxy (TLS end to end, routed)",
@@ -36,12 +35,6 @@ def main():
     res = Results(res_path)
     runs, median, cell = res.runs, res.median, res.cell
 
-    num = lambda v: f"{v:,.0f}"
-    gbps = lambda v: f"{v:.2f}"
-
-    def ms(v):
-        return f"{v:.2f}" if v >= 1 else f"{v:.3f}"
-
     def total(mode, metric):
         ok, _ = runs(mode, metric)
         return sum(ok) if ok else None
@@ -53,8 +46,7 @@ def main():
     def verdict(ok):
         return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
-    out = [f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}; " +
-           "; ".join(l.strip() for l in open(env_path) if l.strip()) + "."]
+    out = [measured_line(env_path)]
 
     # ---- handshakes
     out += ["",

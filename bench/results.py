@@ -2,6 +2,22 @@
 (lines "mode<TAB>metric<TAB>round<TAB>value", value "fail" for a failed
 run) and how a cell of the tables shows them."""
 import statistics
+import time
+
+# Cell formats shared by the reports.
+num = lambda v: f"{v:,.0f}"
+gbps = lambda v: f"{v:.2f}"
+us = lambda v: f"{v:.1f}"
+
+
+def ms(v):
+    return f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+
+
+def measured_line(env_path):
+    """The table's first line: when, and the environment run.sh recorded."""
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}; " +
+            "; ".join(l.strip() for l in open(env_path) if l.strip()) + ".")
 
 
 class Results:
@@ -43,7 +59,6 @@ def ratio(a, b):
 
 def cpu_table(res, modes, label):
     """Markdown lines: CPU per keep-alive request of the proxy and journald."""
-    us = lambda v: f"{v:.1f}"
     out = ["",
            "Where the CPU of a keep-alive request goes: the CPU time the proxy process (all its "
            "threads) and journald used during the keep-alive runs, divided by the requests "
