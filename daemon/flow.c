@@ -200,9 +200,6 @@ static void flow_emit(struct flow *f)
 #define PEEK_HEAD_MS 3000
 #define PEEK_HTTP_MAX 8192
 #define PEEK_MAX TLS_HELLO_MAX_BYTES
-/* the relay's defaults (relay.h), for the upstream a late peek connects */
-#define RELAY_CONNECT_MS 10000
-#define RELAY_IDLE_MS 3600000
 
 static void flow_relay(struct flow *f);
 
@@ -544,8 +541,7 @@ static void on_upstream_event(uv_poll_t *p, int status, int events)
         f->up_connected = true;
         uv_poll_start(&f->up_poll, UV_READABLE | UV_DISCONNECT, on_upstream_event);
         uv_poll_start(&f->peek_poll, UV_READABLE, on_peek_readable);
-        uv_timer_start(&f->peek_timer, on_peek_timer,
-                       daemon_cfg.idle_timeout_ms ? daemon_cfg.idle_timeout_ms : RELAY_IDLE_MS, 0);
+        uv_timer_start(&f->peek_timer, on_peek_timer, daemon_cfg.idle_timeout_ms, 0);
         return;
     }
     /* The server spoke (or closed) first: a server-first protocol, relayed
@@ -587,9 +583,7 @@ static void flow_peek_late(struct flow *f)
     /* The client's bytes wait in its socket until the upstream is there. */
     uv_poll_stop(&f->peek_poll);
     uv_poll_start(&f->up_poll, UV_WRITABLE, on_upstream_event);
-    uv_timer_start(&f->peek_timer, on_peek_timer,
-                   daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : RELAY_CONNECT_MS,
-                   0);
+    uv_timer_start(&f->peek_timer, on_peek_timer, daemon_cfg.connect_timeout_ms, 0);
 }
 
 static void on_peek_timer(uv_timer_t *t)

@@ -729,8 +729,7 @@ static void hf_connected(struct http_flow *h)
         hf_settle(h);
         return;
     }
-    uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
-    h->deadline_ms = uv_now(daemon_loop) + ct;
+    h->deadline_ms = uv_now(daemon_loop) + daemon_cfg.connect_timeout_ms;
     /* Resume only a session from the same name at the same address and port. */
     char addr[NET_ADDR_STRLEN], key[TLS_SESSION_KEY_MAX + 1];
     snprintf(key, sizeof(key), "%s|%s|%u", h->tls_name,
@@ -817,7 +816,7 @@ static void on_timer(uv_timer_t *t)
 {
     struct http_flow *h = t->data;
     uint64_t now = uv_now(daemon_loop);
-    uint32_t idle = daemon_cfg.idle_timeout_ms ? daemon_cfg.idle_timeout_ms : 3600000;
+    uint32_t idle = daemon_cfg.idle_timeout_ms;
     if (h->state == HF_LINGERING && now >= h->deadline_ms) {
         hf_close(h, false);
         return;
@@ -1035,8 +1034,7 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
     h->open_handles++;
     uv_poll_start(&h->poll[HF_UPSTREAM], UV_WRITABLE, on_poll);
     h->poll_events[HF_UPSTREAM] = UV_WRITABLE;
-    uint32_t ct = daemon_cfg.connect_timeout_ms ? daemon_cfg.connect_timeout_ms : 10000;
-    uv_timer_start(&h->timer, on_timer, ct, 0);
+    uv_timer_start(&h->timer, on_timer, daemon_cfg.connect_timeout_ms, 0);
     n_http_flows++;
     h->sb->n_http_flows++;
     h->next = http_flows;

@@ -26,6 +26,8 @@
 struct daemon_config daemon_cfg = {
     .port = SANDBOX_DEFAULT_PROXY_PORT,
     .max_flows_per_sandbox = 16384,
+    .connect_timeout_ms = RELAY_DEFAULT_CONNECT_TIMEOUT_MS,
+    .idle_timeout_ms = RELAY_DEFAULT_IDLE_TIMEOUT_MS,
 };
 uv_loop_t *daemon_loop;
 bool daemon_stopping;

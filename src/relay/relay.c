@@ -39,8 +39,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define RELAY_CONNECT_TIMEOUT_MS 10000u
-#define RELAY_IDLE_TIMEOUT_MS 3600000u
 #define RELAY_BUFFER_DEFAULT (256u * 1024)
 #define RELAY_BUFFER_MAX (16u * 1024 * 1024)
 /* Linux's default pipe capacity: no F_SETPIPE_SZ needed for this size. */
@@ -958,7 +956,7 @@ static int relay_conn_new(uv_loop_t *loop, const struct relay_config *cfg, relay
         return -ENOMEM;
     c->loop = loop;
     c->buffer_size = cfg->buffer_size ? (uint32_t)cfg->buffer_size : RELAY_BUFFER_DEFAULT;
-    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_IDLE_TIMEOUT_MS;
+    c->idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : RELAY_DEFAULT_IDLE_TIMEOUT_MS;
     c->done = done;
     c->data = data;
     if (cfg->no_splice)
@@ -1049,7 +1047,7 @@ int relay_start(uv_loop_t *loop, const struct relay_config *cfg, int client_fd,
     uv_timer_start(&c->timer, on_timer,
                    (c->flags & RELAY_F_CONNECT_ERR) ? 0
                    : cfg->connect_timeout_ms        ? cfg->connect_timeout_ms
-                                                    : RELAY_CONNECT_TIMEOUT_MS,
+                                                    : RELAY_DEFAULT_CONNECT_TIMEOUT_MS,
                    0);
     relay_conn_link(c);
     return 0;

@@ -29,9 +29,13 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+/* What a relay_config of 0 means. */
+#define RELAY_DEFAULT_CONNECT_TIMEOUT_MS 10000u
+#define RELAY_DEFAULT_IDLE_TIMEOUT_MS 3600000u
+
 struct relay_config {
-    uint32_t connect_timeout_ms; /* 0 = 10 s */
-    uint32_t idle_timeout_ms;    /* 0 = 1 h */
+    uint32_t connect_timeout_ms; /* 0 = RELAY_DEFAULT_CONNECT_TIMEOUT_MS */
+    uint32_t idle_timeout_ms;    /* 0 = RELAY_DEFAULT_IDLE_TIMEOUT_MS */
     size_t buffer_size;          /* per direction; 0 = 256 KiB (the pipe size) */
     bool no_splice;              /* force the read/write copy path */
 };
