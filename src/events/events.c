@@ -626,7 +626,8 @@ static void sinks_write(const struct event *ev)
     if (ev_state.journal) {
         int n, r;
         do {
-            n = event_format_ocsf(ev, time_us / 1000, ev_state.scratch, ev_state.scratch_size);
+            n = event_format_ocsf(ev, time_us / 1000, EVENTS_OCSF_JOURNAL_MAX, ev_state.scratch,
+                                  ev_state.scratch_size);
             r = scratch_fit(n);
         } while (r > 0);
         r = journal_send(ev, message, r == 0 ? ev_state.scratch : NULL, time_us);

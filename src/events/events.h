@@ -65,8 +65,18 @@ int event_priority(const struct event *ev);
 int event_format_message(const struct event *ev, char *buf, size_t len);
 
 /* The event as one OCSF JSON object (class 4001 Network Activity, or 4002 HTTP
- * Activity for HTTP:*), with the time in ms since the epoch. snprintf semantics. */
-int event_format_ocsf(const struct event *ev, uint64_t time_ms, char *buf, size_t len);
+ * Activity for HTTP:*), with the time in ms since the epoch.  Over a budget
+ * (0: none), as far as needed: the detail is left out, the executable is
+ * given by its file name, then the request path and the host are cut
+ * (marked with U+2026), each down to a floor, so very long other strings
+ * can still take it over.  snprintf semantics. */
+int event_format_ocsf(const struct event *ev, uint64_t time_ms, size_t budget, char *buf,
+                      size_t len);
+
+/* The budget of the journal's OCSF_JSON: journald compresses every field of
+ * 512 bytes or more ("OCSF_JSON=" included), at several times the cost of
+ * storing the entry. */
+#define EVENTS_OCSF_JOURNAL_MAX (511 - sizeof("OCSF_JSON=") + 1)
 
 /* OCSF class uid for the event (4001 or 4002). */
 int event_ocsf_class(const struct event *ev);

@@ -431,8 +431,39 @@ static void json_key_str(struct sbuf *b, bool *first, const char *key, const cha
     sbuf_put_json_str(b, val, cap);
 }
 
+/* What of the event's longer strings goes into an OCSF object: all of it,
+ * or, within a byte budget (event_format_ocsf), less of it. */
+struct ocsf_caps {
+    bool detail;       /* false: left out (MESSAGE has it) */
+    bool exe_path;     /* false: process.name, the file name, for file.path */
+    size_t path, host; /* bytes kept; past them cut and marked */
+};
+
+static const struct ocsf_caps ocsf_caps_whole = {true, true, EVENTS_PATH_MAX, EVENTS_FIELD_MAX};
+
+#define OCSF_CUT_MARK "\xe2\x80\xa6" /* U+2026 HORIZONTAL ELLIPSIS */
+
+/* s as a JSON string of at most cap of its bytes (whole_cap when it is not
+ * cut), marked when it is cut. */
+static void ocsf_put_str(struct sbuf *b, const char *s, size_t cap, size_t whole_cap)
+{
+    if (cap >= whole_cap || strnlen(s, cap + 1) <= cap) {
+        sbuf_put_json_str(b, s, whole_cap);
+        return;
+    }
+    sbuf_putc(b, '"');
+    sbuf_put_text(b, s, SIZE_MAX, cap, SBUF_JSON_CLEAN);
+    sbuf_puts(b, OCSF_CUT_MARK "\"");
+}
+
+static const char *file_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
 static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
-                       const char *message)
+                       const struct ocsf_caps *caps)
 {
     const char *activity_name;
     int class_uid = event_ocsf_class(ev);
@@ -444,19 +475,18 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
     bool first;
 
     /* Ids only, no captions (class_name, status, ...: derivable from the
-     * ids) and no copy of MESSAGE: kept small because journald compresses
-     * every field over 512 bytes, which multiplied its cost per event. */
-    (void)message;
+     * ids), no status_id, disposition_id only where it adds to action_id
+     * (audit: allowed and logged), no copy of MESSAGE: kept small because
+     * journald compresses every field of 512 bytes or more, which more than
+     * doubles its cost per event. */
     (void)activity_name;
     sbuf_printf(b,
                 "{\"class_uid\":%d,\"category_uid\":4,\"activity_id\":%d,\"type_uid\":%d,"
-                "\"time\":%llu,\"severity_id\":%u,\"status_id\":%d,\"action_id\":%d,"
-                "\"disposition_id\":%d",
+                "\"time\":%llu,\"severity_id\":%u,\"action_id\":%d",
                 class_uid, activity, class_uid * 100 + activity, (unsigned long long)time_ms,
-                sev + 1, denied ? 2 : 1, denied ? 2 : 1,
-                denied  ? 2
-                : audit ? 17
-                        : 1);
+                sev + 1, denied ? 2 : 1);
+    if (audit)
+        sbuf_puts(b, ",\"disposition_id\":17");
 
     if (event_has_ip(ev) || ev->dst_port || ev->dst_host) {
         first = true;
@@ -468,17 +498,17 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
             json_key(b, &first, "port");
             sbuf_printf(b, "%u", (unsigned)ev->dst_port);
         }
-        json_key_str(b, &first, "hostname", ev->dst_host, EVENTS_FIELD_MAX);
-        sbuf_putc(b, '}');
-    }
-    if (ev->proto && (strcmp(ev->proto, "tcp") == 0 || strcmp(ev->proto, "udp") == 0)) {
-        first = true;
-        sbuf_puts(b, ",\"connection_info\":{");
-        if (ev->proto && (strcmp(ev->proto, "tcp") == 0 || strcmp(ev->proto, "udp") == 0)) {
-            json_key(b, &first, "protocol_num");
-            sbuf_printf(b, "%d", strcmp(ev->proto, "tcp") == 0 ? 6 : 17);
+        if (ev->dst_host) {
+            json_key(b, &first, "hostname");
+            ocsf_put_str(b, ev->dst_host, caps->host, EVENTS_FIELD_MAX);
         }
         sbuf_putc(b, '}');
+    }
+    /* HTTP Activity is always over TCP: the protocol goes without saying. */
+    if (class_uid != 4002 && ev->proto &&
+        (strcmp(ev->proto, "tcp") == 0 || strcmp(ev->proto, "udp") == 0)) {
+        sbuf_printf(b, ",\"connection_info\":{\"protocol_num\":%d}",
+                    strcmp(ev->proto, "tcp") == 0 ? 6 : 17);
     }
     if (ev->pid > 0 || ev->exe) {
         first = true;
@@ -487,15 +517,17 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
             json_key(b, &first, "pid");
             sbuf_printf(b, "%ld", (long)ev->pid);
         }
-        if (ev->exe) {
+        if (ev->exe && caps->exe_path) {
             json_key(b, &first, "file");
             sbuf_puts(b, "{\"path\":");
             sbuf_put_json_str(b, ev->exe, EVENTS_PATH_MAX);
             sbuf_putc(b, '}');
+        } else if (ev->exe) {
+            json_key_str(b, &first, "name", file_name(ev->exe), EVENTS_FIELD_MAX);
         }
         sbuf_puts(b, "}}");
     }
-    if (class_uid == 4002 || ev->http_method || ev->http_path) {
+    if (ev->http_method || ev->http_path) {
         first = true;
         sbuf_puts(b, ",\"http_request\":{");
         json_key_str(b, &first, "http_method", ev->http_method, EVENTS_FIELD_MAX);
@@ -503,7 +535,7 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
             /* host and port are in dst_endpoint */
             json_key(b, &first, "url");
             sbuf_puts(b, "{\"path\":");
-            sbuf_put_json_str(b, ev->http_path, EVENTS_PATH_MAX);
+            ocsf_put_str(b, ev->http_path, caps->path, EVENTS_PATH_MAX);
             sbuf_putc(b, '}');
         }
         sbuf_putc(b, '}');
@@ -514,18 +546,65 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
     json_key_str(b, &first, "sandbox", ev->sandbox, EVENTS_FIELD_MAX);
     json_key_str(b, &first, "policy", ev->policy, EVENTS_FIELD_MAX);
     json_key_str(b, &first, "reason", ev->reason, EVENTS_FIELD_MAX);
-    json_key_str(b, &first, "detail", ev->detail, EVENTS_FIELD_MAX);
+    if (caps->detail)
+        json_key_str(b, &first, "detail", ev->detail, EVENTS_FIELD_MAX);
     sbuf_puts(b, "}}");
 }
 
-int event_format_ocsf(const struct event *ev, uint64_t time_ms, char *buf, size_t len)
+/* Shortest the request path and the host are cut to. */
+#define OCSF_KEEP_PATH 32
+#define OCSF_KEEP_HOST 32
+
+/* Saves n from *excess. */
+static void ocsf_save(size_t *excess, size_t n)
 {
-    char message[EVENTS_MESSAGE_MAX];
+    *excess = *excess > n ? *excess - n : 0;
+}
+
+/* Cut *cap down from len by what *excess asks (and the mark the cut adds),
+ * never below keep; what the cut saves comes off *excess. */
+static void ocsf_cut(size_t *cap, size_t len, size_t keep, size_t *excess)
+{
+    size_t mark = sizeof(OCSF_CUT_MARK) - 1;
+    if (*excess == 0 || len <= keep + mark)
+        return;
+    size_t cut = len - keep < *excess + mark ? len - keep : *excess + mark;
+    *cap = len - cut;
+    *excess -= cut - mark;
+}
+
+int event_format_ocsf(const struct event *ev, uint64_t time_ms, size_t budget, char *buf,
+                      size_t len)
+{
+    struct ocsf_caps caps = ocsf_caps_whole;
     struct sbuf b;
 
-    event_format_message(ev, message, sizeof(message));
     sbuf_init(&b, buf, len);
-    ocsf_build(&b, ev, time_ms, message);
+    ocsf_build(&b, ev, time_ms, &caps);
+    if (budget == 0 || b.pos <= budget)
+        return sbuf_finish(&b);
+
+    /* Over: first the detail goes, then the executable's directory, then
+     * the path and the host are cut, in that order and as far as needed.
+     * Every input byte left out takes at least one output byte with it
+     * (escapes only make the output longer), so one more pass fits unless
+     * everything is down to its floor. */
+    size_t excess = b.pos - budget;
+    if (ev->detail) {
+        caps.detail = false;
+        ocsf_save(&excess, strnlen(ev->detail, EVENTS_FIELD_MAX) + sizeof("\"detail\":\"\"") - 1);
+    }
+    if (excess && ev->exe) {
+        caps.exe_path = false;
+        ocsf_save(&excess, (size_t)(file_name(ev->exe) - ev->exe) +
+                               (sizeof("\"file\":{\"path\":}") - sizeof("\"name\":")));
+    }
+    if (ev->http_path)
+        ocsf_cut(&caps.path, strnlen(ev->http_path, EVENTS_PATH_MAX), OCSF_KEEP_PATH, &excess);
+    if (ev->dst_host)
+        ocsf_cut(&caps.host, strnlen(ev->dst_host, EVENTS_FIELD_MAX), OCSF_KEEP_HOST, &excess);
+    sbuf_init(&b, buf, len);
+    ocsf_build(&b, ev, time_ms, &caps);
     return sbuf_finish(&b);
 }
 
@@ -565,7 +644,7 @@ int event_format_json(const struct event *ev, uint64_t time_us, char *buf, size_
     json_key_str(&b, &first, "severity", event_severity_name(ev->severity), EVENTS_FIELD_MAX);
     json_key_str(&b, &first, "message", message, EVENTS_MESSAGE_MAX);
     json_key(&b, &first, "ocsf");
-    ocsf_build(&b, ev, time_us / 1000, message);
+    ocsf_build(&b, ev, time_us / 1000, &ocsf_caps_whole);
     sbuf_putc(&b, '}');
     return sbuf_finish(&b);
 }

@@ -358,14 +358,21 @@ static void test_json_line(void **state)
 
 /* ---- OCSF ---- */
 
-static char *ocsf(const struct event *ev)
+#define OCSF_MARK "\xe2\x80\xa6"
+
+static char *ocsf_within(const struct event *ev, size_t budget)
 {
     static char buf[16384];
-    int n = event_format_ocsf(ev, 1796025600123ull, buf, sizeof(buf));
+    int n = event_format_ocsf(ev, 1796025600123ull, budget, buf, sizeof(buf));
     assert_true(n > 0 && (size_t)n < sizeof(buf));
     assert_true(json_ok(buf));
     assert_int_equal(buf[0], '{');
     return buf;
+}
+
+static char *ocsf(const struct event *ev)
+{
+    return ocsf_within(ev, 0);
 }
 
 static void test_ocsf(void **state)
@@ -381,7 +388,7 @@ static void test_ocsf(void **state)
     assert_non_null(strstr(o, "\"type_uid\":400101,"));
     assert_non_null(strstr(o, "\"time\":1796025600123,"));
     assert_non_null(strstr(o, "\"severity_id\":3,"));
-    assert_non_null(strstr(o, "\"status_id\":2,\"action_id\":2,\"disposition_id\":2,"));
+    assert_non_null(strstr(o, "\"severity_id\":3,\"action_id\":2,\"dst_endpoint\""));
     assert_non_null(strstr(o, "\"dst_endpoint\":{\"ip\":\"198.18.0.10\",\"port\":8080}"));
     assert_non_null(
         strstr(o, "\"actor\":{\"process\":{\"pid\":4242,\"file\":{\"path\":\"/usr/bin/curl\""));
@@ -407,10 +414,14 @@ static void test_ocsf(void **state)
     assert_non_null(strstr(o, "\"activity_id\":3,"));
     assert_non_null(strstr(o, "\"type_uid\":400203,"));
     assert_non_null(strstr(o, "\"severity_id\":1,"));
-    assert_non_null(strstr(o, "\"status_id\":1,\"action_id\":1,\"disposition_id\":1,"));
+    assert_non_null(strstr(o, "\"severity_id\":1,\"action_id\":1,\"dst_endpoint\""));
     assert_non_null(
         strstr(o, "\"http_request\":{\"http_method\":\"GET\",\"url\":{\"path\":\"/x\"}}"));
     assert_non_null(strstr(o, "\"hostname\":\"api.github.com\"}"));
+    /* HTTP is TCP: no connection_info; action_id says what status_id would */
+    assert_null(strstr(o, "connection_info"));
+    assert_null(strstr(o, "status_id"));
+    assert_null(strstr(o, "disposition_id")); /* only audit's adds to action_id */
 
     ev.action = EVENT_ACTION_AUDIT;
     ev.severity = EVENT_SEVERITY_LOW;
@@ -440,6 +451,101 @@ static void test_ocsf(void **state)
     ev.exe = "/x\"},\"evil\":{\"";
     o = ocsf(&ev);
     assert_null(strstr(o, "\"evil\":"));
+}
+
+/* The journal's OCSF_JSON stays under journald's compression threshold:
+ * detail, executable, path and host are cut in that order, each marked,
+ * each down to a floor; what fits stays whole. */
+static void test_ocsf_journal_budget(void **state)
+{
+    (void)state;
+    const size_t budget = EVENTS_OCSF_JOURNAL_MAX;
+    struct event ev = ev_denied();
+    static char path[400], exe[300], detail[120], host[1100], upath[600], quotes[400];
+    char *o;
+
+    assert_int_equal(budget + sizeof("OCSF_JSON=") - 1, 511);
+
+    /* A typical inspected request fits whole. */
+    ev.type = "HTTP:GET";
+    ev.action = EVENT_ACTION_ALLOWED;
+    ev.severity = EVENT_SEVERITY_INFO;
+    ev.dst_host = "api.github.com";
+    ev.dst_port = 443;
+    ev.http_method = "GET";
+    ev.http_path = "/repos/octo/hello-world/pulls/1347/comments";
+    ev.exe = "/usr/bin/curl";
+    ev.policy = "github_readonly";
+    ev.reason = "l7_rule";
+    char whole[2048];
+    snprintf(whole, sizeof(whole), "%s", ocsf(&ev));
+    o = ocsf_within(&ev, budget);
+    assert_string_equal(o, whole);
+    assert_true(strlen(o) <= budget);
+
+    /* Long ones: the detail goes first, then the executable's directory
+     * (process.name for file.path), then the path is cut (its head kept). */
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    memset(exe, 'e', sizeof(exe) - 1);
+    exe[0] = '/';
+    memcpy(exe + sizeof(exe) - 6, "/curl", 6);
+    memset(detail, 'd', sizeof(detail) - 1);
+    ev.http_path = path;
+    ev.exe = exe;
+    ev.detail = detail;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_true(strlen(o) >= budget - 8);
+    assert_null(strstr(o, "\"detail\""));
+    assert_non_null(strstr(o, "\"process\":{\"pid\":4242,\"name\":\"curl\"}"));
+    assert_non_null(strstr(o, "\"url\":{\"path\":\"/pppppppppp"));
+    assert_non_null(strstr(o, "ppp" OCSF_MARK "\"}"));
+    assert_non_null(strstr(o, "\"hostname\":\"api.github.com\""));
+    /* ... and whole without a budget (the JSONL sink) */
+    assert_non_null(strstr(ocsf(&ev), path));
+    assert_non_null(strstr(ocsf(&ev), exe));
+    assert_non_null(strstr(ocsf(&ev), detail));
+
+    /* Just over: the detail and the executable's directory go, the path
+     * stays whole. */
+    ev.http_path = "/repos/octo/hello-world/pulls/1347/comments";
+    ev.exe = "/usr/lib/git-core/git-remote-https";
+    ev.detail = "rule:allow GET /repos/**";
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_null(strstr(o, "\"detail\""));
+    assert_null(strstr(o, OCSF_MARK));
+    assert_non_null(strstr(o, "\"name\":\"git-remote-https\""));
+    assert_non_null(strstr(o, "\"path\":\"/repos/octo/hello-world/pulls/1347/comments\""));
+    ev.detail = NULL;
+    ev.exe = exe;
+
+    /* Escaped characters take two bytes each: the cut never splits an
+     * escape (ocsf_within checks the JSON), and the floor counts characters. */
+    memset(quotes, '"', sizeof(quotes) - 1);
+    ev.http_path = quotes;
+    o = ocsf_within(&ev, budget);
+    assert_non_null(strstr(o, "\"path\":\"\\\"\\\""));
+    assert_non_null(strstr(o, "\\\"" OCSF_MARK "\"}"));
+    assert_true(strlen(o) <= budget + 32);
+
+    /* A multi-byte character is never split. */
+    for (size_t i = 0; i + 2 < sizeof(upath); i += 2)
+        memcpy(upath + i, "\xc3\xbc", 2);
+    ev.http_path = upath;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_non_null(strstr(o, "\xc3\xbc" OCSF_MARK "\"}"));
+    assert_null(strstr(o, "?"));
+
+    /* Past every floor it goes over rather than lose more. */
+    memset(host, 'h', sizeof(host) - 1);
+    ev.dst_host = host;
+    ev.policy = detail; /* never cut */
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) > budget);
+    assert_non_null(strstr(o, "\"hostname\":\"hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh" OCSF_MARK "\""));
 }
 
 /* ---- --since ---- */
@@ -1134,6 +1240,7 @@ int main(void)
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_json_line),
         cmocka_unit_test(test_ocsf),
+        cmocka_unit_test(test_ocsf_journal_budget),
         cmocka_unit_test(test_since),
         cmocka_unit_test_setup_teardown(test_sink_stderr_and_jsonl, sink_setup, sink_teardown),
         cmocka_unit_test_setup_teardown(test_jsonl_symlink_refused, sink_setup, sink_teardown),
