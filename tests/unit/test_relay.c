@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -485,13 +486,19 @@ static void on_watchdog(uv_timer_t *t)
         fprintf(stderr, "relay flags %#x queued %d\n", c->flags, !!(c->flags & RELAY_F_QUEUED));
         for (int s = 0; s < 2; s++) {
             const struct relay_side *sd = &c->side[s];
-            int pending_in_socket = 0;
+            int pending_in_socket = 0, unsent = 0;
             ioctl(sd->fd, FIONREAD, &pending_in_socket);
+            ioctl(sd->fd, SIOCOUTQ, &unsent);
+            /* What the kernel says now: POLLOUT with the write flag clear
+             * (or POLLIN with the read flag clear) is an edge the relay
+             * never got. */
+            struct pollfd pfd = {.fd = sd->fd, .events = POLLIN | POLLOUT | POLLRDHUP};
+            poll(&pfd, 1, 0);
             fprintf(stderr,
                     "  side %d fd %d flags %#x pending %u cap %u off %u moved %u pipe %d buf %s "
-                    "socket holds %d\n",
+                    "socket holds %d unsent %d poll %#x\n",
                     s, sd->fd, sd->flags, sd->pending, sd->cap, sd->off, sd->moved, sd->pipe[0],
-                    sd->buf ? "yes" : "no", pending_in_socket);
+                    sd->buf ? "yes" : "no", pending_in_socket, unsent, (unsigned)pfd.revents);
         }
     }
     abort();
