@@ -39,6 +39,7 @@ enum sbuf_mode {
 void sbuf_init(struct sbuf *b, char *buf, size_t size);
 void sbuf_putc(struct sbuf *b, char c);
 void sbuf_puts(struct sbuf *b, const char *s);
+void sbuf_put_uint(struct sbuf *b, unsigned long long v);
 void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append at most cap input bytes of s (n bytes, or up to NUL when n is
  * SIZE_MAX) transformed by mode.  Cuts happen at character boundaries. */

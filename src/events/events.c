@@ -434,11 +434,18 @@ static void field_add_raw(struct field_vec *f, const char *name, const char *val
 static void field_add_fmt_uint(struct field_vec *f, const char *name, unsigned long v)
 {
     char num[24];
-    snprintf(num, sizeof(num), "%lu", v);
+    struct sbuf nb;
+    sbuf_init(&nb, num, sizeof(num));
+    sbuf_put_uint(&nb, v);
+    sbuf_finish(&nb);
     field_add_raw(f, name, num, sizeof(num));
 }
 
-static int journal_send(const struct event *ev, const char *message, const char *ocsf,
+#define OCSF_FIELD "OCSF_JSON="
+#define OCSF_FIELD_LEN (sizeof(OCSF_FIELD) - 1)
+
+/* ocsf_field: "OCSF_JSON=" and our own clean JSON of capped parts, or NULL. */
+static int journal_send(const struct event *ev, const char *message, const char *ocsf_field,
                         uint64_t time_us)
 {
     struct field_vec f;
@@ -468,26 +475,15 @@ static int journal_send(const struct event *ev, const char *message, const char 
     field_add_raw(&f, "PORTCULLIS_EXE", ev->exe, EVENTS_PATH_MAX);
     field_add_raw(&f, "PORTCULLIS_SEVERITY", event_severity_name(ev->severity), EVENTS_FIELD_MAX);
     field_add_fmt_uint(&f, "OCSF_CLASS_UID", (unsigned long)event_ocsf_class(ev));
-    /* OCSF_JSON is our own clean JSON of capped parts; it is not copied
-     * into journal_fields but needs its "NAME=" in front. */
     struct iovec iov[ARRAY_SIZE(f.iov) + 1];
     int n = f.n;
-    char *ocsf_field = NULL;
     memcpy(iov, f.iov, sizeof(f.iov[0]) * (size_t)n);
-    if (ocsf) {
-        size_t l = strlen(ocsf);
-        ocsf_field = malloc(l + sizeof("OCSF_JSON="));
-        if (ocsf_field) {
-            memcpy(ocsf_field, "OCSF_JSON=", 10);
-            memcpy(ocsf_field + 10, ocsf, l + 1);
-            iov[n].iov_base = ocsf_field;
-            iov[n].iov_len = l + 10;
-            n++;
-        }
+    if (ocsf_field) {
+        iov[n].iov_base = (void *)ocsf_field;
+        iov[n].iov_len = strlen(ocsf_field);
+        n++;
     }
-    int r = jq_push(iov, n, time_us);
-    free(ocsf_field);
-    return r;
+    return jq_push(iov, n, time_us);
 }
 
 /* ---- stderr ---- */
@@ -625,10 +621,13 @@ static void sinks_write(const struct event *ev)
     journal_recheck(events_now_ms());
     if (ev_state.journal) {
         int n, r;
+        /* Formatted behind its field name, ready for the journal as it is. */
         do {
-            n = event_format_ocsf(ev, time_us / 1000, EVENTS_OCSF_JOURNAL_MAX, ev_state.scratch,
-                                  ev_state.scratch_size);
-            r = scratch_fit(n);
+            memcpy(ev_state.scratch, OCSF_FIELD, OCSF_FIELD_LEN);
+            n = event_format_ocsf(ev, time_us / 1000, EVENTS_OCSF_JOURNAL_MAX,
+                                  ev_state.scratch + OCSF_FIELD_LEN,
+                                  ev_state.scratch_size - OCSF_FIELD_LEN);
+            r = scratch_fit(n < 0 ? n : n + (int)OCSF_FIELD_LEN);
         } while (r > 0);
         r = journal_send(ev, message, r == 0 ? ev_state.scratch : NULL, time_us);
         if (r >= 0) {

@@ -34,13 +34,27 @@ void sbuf_putc(struct sbuf *b, char c)
 
 static void sbuf_putn(struct sbuf *b, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        sbuf_putc(b, s[i]);
+    /* As n sbuf_putc() calls: the last byte is kept for the NUL. */
+    size_t room = b->pos + 1 < b->size ? b->size - 1 - b->pos : 0;
+    if (room)
+        memcpy(b->buf + b->pos, s, n < room ? n : room);
+    b->pos += n;
 }
 
 void sbuf_puts(struct sbuf *b, const char *s)
 {
     sbuf_putn(b, s, strlen(s));
+}
+
+void sbuf_put_uint(struct sbuf *b, unsigned long long v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    sbuf_putn(b, digits + i, sizeof(digits) - i);
 }
 
 void sbuf_printf(struct sbuf *b, const char *fmt, ...)
@@ -131,7 +145,18 @@ void sbuf_put_text(struct sbuf *b, const char *s, size_t n, size_t cap, enum sbu
      * and dropped rather than turned into '?'. */
     if (n == SIZE_MAX)
         n = strnlen(s, cap + 4);
-    for (size_t i = 0; i < n && i < cap;) {
+    size_t end = n < cap ? n : cap;
+    for (size_t i = 0; i < end;) {
+        /* Printable ASCII that needs no escape goes as one copy. */
+        size_t run = 0;
+        while (i + run < end && p[i + run] >= 0x20 && p[i + run] < 0x7f &&
+               !(json && (p[i + run] == '"' || p[i + run] == '\\')))
+            run++;
+        if (run) {
+            sbuf_putn(b, s + i, run);
+            i += run;
+            continue;
+        }
         uint32_t cp = 0;
         size_t len = utf8_decode(p + i, n - i, &cp);
         if (len && i + len > cap)
@@ -292,8 +317,11 @@ void events_format_process(struct sbuf *b, const char *exe, long pid)
         sbuf_put_text(b, base, SIZE_MAX, EVENTS_FIELD_MAX, SBUF_CLEAN);
     else
         sbuf_putc(b, '-');
-    if (pid > 0)
-        sbuf_printf(b, "(%ld)", pid);
+    if (pid > 0) {
+        sbuf_putc(b, '(');
+        sbuf_put_uint(b, (unsigned long long)pid);
+        sbuf_putc(b, ')');
+    }
 }
 
 static bool event_has_ip(const struct event *ev)
@@ -316,8 +344,10 @@ static void message_put_destination(struct sbuf *b, const struct event *ev)
         sbuf_put_text(b, ev->dst_host, SIZE_MAX, EVENTS_FIELD_MAX, SBUF_CLEAN);
     else
         sbuf_putc(b, '-');
-    if (ev->dst_port)
-        sbuf_printf(b, ":%u", (unsigned)ev->dst_port);
+    if (ev->dst_port) {
+        sbuf_putc(b, ':');
+        sbuf_put_uint(b, ev->dst_port);
+    }
 }
 
 static void message_put_or_dash(struct sbuf *b, const char *s, size_t cap)
@@ -331,7 +361,11 @@ static void message_put_or_dash(struct sbuf *b, const char *s, size_t cap)
 static void message_build(struct sbuf *b, const struct event *ev)
 {
     message_put_or_dash(b, ev->type, EVENTS_FIELD_MAX);
-    sbuf_printf(b, " [%s] %s ", severity_tag(ev->severity), action_tag(ev->action));
+    sbuf_puts(b, " [");
+    sbuf_puts(b, severity_tag(ev->severity));
+    sbuf_puts(b, "] ");
+    sbuf_puts(b, action_tag(ev->action));
+    sbuf_putc(b, ' ');
     events_format_process(b, ev->exe, (long)ev->pid);
     sbuf_puts(b, " -> ");
     message_put_destination(b, ev);
@@ -420,7 +454,9 @@ static void json_key(struct sbuf *b, bool *first, const char *key)
     if (!*first)
         sbuf_putc(b, ',');
     *first = false;
-    sbuf_printf(b, "\"%s\":", key);
+    sbuf_putc(b, '"');
+    sbuf_puts(b, key);
+    sbuf_puts(b, "\":");
 }
 
 static void json_key_str(struct sbuf *b, bool *first, const char *key, const char *val, size_t cap)
@@ -480,11 +516,17 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
      * journald compresses every field of 512 bytes or more, which more than
      * doubles its cost per event. */
     (void)activity_name;
-    sbuf_printf(b,
-                "{\"class_uid\":%d,\"category_uid\":4,\"activity_id\":%d,\"type_uid\":%d,"
-                "\"time\":%llu,\"severity_id\":%u,\"action_id\":%d",
-                class_uid, activity, class_uid * 100 + activity, (unsigned long long)time_ms,
-                sev + 1, denied ? 2 : 1);
+    sbuf_puts(b, "{\"class_uid\":");
+    sbuf_put_uint(b, (unsigned)class_uid);
+    sbuf_puts(b, ",\"category_uid\":4,\"activity_id\":");
+    sbuf_put_uint(b, (unsigned)activity);
+    sbuf_puts(b, ",\"type_uid\":");
+    sbuf_put_uint(b, (unsigned)(class_uid * 100 + activity));
+    sbuf_puts(b, ",\"time\":");
+    sbuf_put_uint(b, time_ms);
+    sbuf_puts(b, ",\"severity_id\":");
+    sbuf_put_uint(b, sev + 1);
+    sbuf_puts(b, denied ? ",\"action_id\":2" : ",\"action_id\":1");
     if (audit)
         sbuf_puts(b, ",\"disposition_id\":17");
 
@@ -496,7 +538,7 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
                          EVENTS_FIELD_MAX);
         if (ev->dst_port) {
             json_key(b, &first, "port");
-            sbuf_printf(b, "%u", (unsigned)ev->dst_port);
+            sbuf_put_uint(b, ev->dst_port);
         }
         if (ev->dst_host) {
             json_key(b, &first, "hostname");
@@ -507,15 +549,15 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
     /* HTTP Activity is always over TCP: the protocol goes without saying. */
     if (class_uid != 4002 && ev->proto &&
         (strcmp(ev->proto, "tcp") == 0 || strcmp(ev->proto, "udp") == 0)) {
-        sbuf_printf(b, ",\"connection_info\":{\"protocol_num\":%d}",
-                    strcmp(ev->proto, "tcp") == 0 ? 6 : 17);
+        sbuf_puts(b, strcmp(ev->proto, "tcp") == 0 ? ",\"connection_info\":{\"protocol_num\":6}"
+                                                   : ",\"connection_info\":{\"protocol_num\":17}");
     }
     if (ev->pid > 0 || ev->exe) {
         first = true;
         sbuf_puts(b, ",\"actor\":{\"process\":{");
         if (ev->pid > 0) {
             json_key(b, &first, "pid");
-            sbuf_printf(b, "%ld", (long)ev->pid);
+            sbuf_put_uint(b, (unsigned long long)ev->pid);
         }
         if (ev->exe && caps->exe_path) {
             json_key(b, &first, "file");

@@ -307,6 +307,26 @@ static void test_json_escaping(void **state)
     sbuf_finish(&b);
     assert_string_equal(buf, "??|???|??");
 
+    /* Runs of plain ASCII are copied whole; the cap and a short buffer cut
+     * them like single characters would, and pos counts what was cut. */
+    char small[8];
+    sbuf_init(&b, small, sizeof(small));
+    sbuf_put_text(&b, "abcdefghij", SIZE_MAX, 9, SBUF_CLEAN);
+    assert_int_equal(b.pos, 9);
+    assert_int_equal(sbuf_finish(&b), 9);
+    assert_string_equal(small, "abcdefg");
+    sbuf_init(&b, NULL, 0);
+    sbuf_put_text(&b, "abc\"d", SIZE_MAX, 100, SBUF_JSON_CLEAN);
+    assert_int_equal(b.pos, 6);
+
+    /* Integers without printf. */
+    sbuf_init(&b, buf, sizeof(buf));
+    sbuf_put_uint(&b, 0);
+    sbuf_putc(&b, ' ');
+    sbuf_put_uint(&b, 18446744073709551615ull);
+    sbuf_finish(&b);
+    assert_string_equal(buf, "0 18446744073709551615");
+
     /* Event strings end up escaped and cleaned, and the line stays JSON. */
     struct event ev = ev_denied();
     ev.type = "HTTP:GET";
