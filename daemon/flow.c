@@ -63,7 +63,7 @@ struct flow {
     unsigned rounds;
     struct flow *ident_next; /* in the ident queue or batch */
     pid_t pid;
-    char exe[PATH_MAX];
+    char *exe; /* from the process lookup; NULL when unknown */
     /* the peek at the first bytes: a ClientHello's SNI, an HTTP Host */
     uv_poll_t peek_poll;
     uv_timer_t peek_timer;
@@ -146,6 +146,7 @@ static void flow_free(struct flow *f)
     }
     policy_ref_put(f->pol);
     sandbox_unref(f->sb);
+    free(f->exe);
     free(f);
 }
 
@@ -167,7 +168,7 @@ static void flow_emit(struct flow *f)
     ev.dst_ip = f->dst;
     ev.dst_port = f->dport;
     ev.pid = f->pid;
-    ev.exe = f->exe[0] ? f->exe : NULL;
+    ev.exe = f->exe;
     if (f->tls && f->action != EVENT_ACTION_DENIED)
         ev.detail = f->terminate ? "tls:terminate" : "tls:passthrough";
     ev.severity = f->action == EVENT_ACTION_ALLOWED ? EVENT_SEVERITY_INFO
@@ -820,12 +821,15 @@ static struct {
 static void ident_batch_work(uv_work_t *req)
 {
     (void)req;
+    char exe[PATH_MAX];
     for (struct flow *f = ident_q.batch; f; f = f->ident_next) {
-        if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, f->exe,
-                         sizeof(f->exe)) < 0) {
+        if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, exe,
+                         sizeof(exe)) < 0) {
             f->pid = 0;
-            f->exe[0] = '\0';
+            continue;
         }
+        /* Sized to the path: a flow waiting for its first bytes is small. */
+        f->exe = exe[0] ? strdup(exe) : NULL;
     }
 }
 

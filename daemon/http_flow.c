@@ -99,7 +99,7 @@ struct http_flow {
     struct net_addr dst;
     uint16_t dport;
     pid_t pid;
-    char exe[256];
+    char *exe; /* NULL when unknown */
     /* for the 403 of a denied request */
     char deny_rule[64];
     char deny_detail[160];
@@ -132,7 +132,7 @@ static void hf_event(struct http_flow *h, const char *type, enum event_action ac
     ev.http_method = method;
     ev.http_path = path;
     ev.pid = h->pid;
-    ev.exe = h->exe[0] ? h->exe : NULL;
+    ev.exe = h->exe;
     ev.severity = sev;
     ev.detail = detail;
     events_emit(&ev);
@@ -163,6 +163,7 @@ static void on_handle_closed(uv_handle_t *handle)
     if (!h->handed_over)
         h->sb->n_flows--;
     sandbox_unref(h->sb);
+    free(h->exe);
     free(h);
 }
 
@@ -947,7 +948,8 @@ void http_flow_set_process(struct http_flow *h, pid_t pid, const char *exe)
     if (!h)
         return;
     h->pid = pid;
-    str_copy(h->exe, exe ? exe : "", sizeof(h->exe));
+    free(h->exe);
+    h->exe = exe && *exe ? strdup(exe) : NULL;
 }
 
 int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)

@@ -117,6 +117,16 @@ check "journal: an allowed upgrade is marked" journal_find PORTCULLIS_SANDBOX=we
 check "journal: the switch to raw relay is its own event" journal_find PORTCULLIS_SANDBOX=web \
     PORTCULLIS_EVENT=HTTP:UPGRADE
 
+# A long executable path reaches the request's event whole (it was once cut
+# at 255 bytes).
+LONG_EXE_DIR=$T_DIR/$(printf 'd%.0s' {1..100})/$(printf 'e%.0s' {1..100})/$(printf 'f%.0s' {1..100})
+mkdir -p "$LONG_EXE_DIR" && cp "$(command -v curl)" "$LONG_EXE_DIR/curl"
+"$PORTCULLIS" exec web -- "$LONG_EXE_DIR/curl" -sS -m 5 --noproxy '*' \
+    --resolve "up.test:8080:$UP4" "http://up.test:8080/long-exe" >/dev/null
+check "journal: a ${#LONG_EXE_DIR}-byte executable path is whole in HTTP:GET" \
+    journal_find PORTCULLIS_SANDBOX=web PORTCULLIS_HTTP_PATH=/long-exe \
+    "PORTCULLIS_EXE=$LONG_EXE_DIR/curl"
+
 # Audit enforcement: the request passes, the event says audit.
 "$PORTCULLIS" create web-audit --audit --policy "$POL" >/dev/null
 T_SANDBOXES+=(web-audit)
