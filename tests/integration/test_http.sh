@@ -109,6 +109,15 @@ check "  as host_mismatch" journal_find PORTCULLIS_SANDBOX=web PORTCULLIS_REASON
 check "journal: HTTP:GET allowed with method and path" journal_find PORTCULLIS_SANDBOX=web \
     PORTCULLIS_EVENT=HTTP:GET PORTCULLIS_ACTION=allowed PORTCULLIS_HTTP_METHOD=GET \
     PORTCULLIS_HTTP_PATH=/get PORTCULLIS_POLICY=api PORTCULLIS_DST_PORT=8080
+e=$(journal_find PORTCULLIS_SANDBOX=web PORTCULLIS_EVENT=HTTP:GET PORTCULLIS_HTTP_PATH=/get)
+check "journal: its OCSF_JSON is HTTP Activity, whole and under 512 bytes" python3 -c '
+import json,sys; e=json.loads(sys.argv[1]); raw=e["OCSF_JSON"]; o=json.loads(raw)
+assert len(("OCSF_JSON=" + raw).encode()) < 512, len(raw)  # journald compresses from 512
+assert o["class_uid"] == 4002 and o["type_uid"] == 400203 and o["action_id"] == 1, o
+assert o["http_request"] == {"http_method": "GET", "url": {"path": "/get"}}, o
+assert o["actor"]["process"]["pid"] == int(e["PORTCULLIS_PID"]), o
+assert o["actor"]["process"]["file"]["path"] == e["PORTCULLIS_EXE"], o
+assert o["unmapped"]["sandbox"] == "web" and o["unmapped"]["policy"] == "api", o' "${e:-{\}}"
 check "journal: HTTP:POST denied by an L7 rule" journal_find PORTCULLIS_SANDBOX=web \
     PORTCULLIS_EVENT=HTTP:POST PORTCULLIS_ACTION=denied PORTCULLIS_REASON=l7_rule \
     PORTCULLIS_HTTP_PATH=/post
@@ -123,9 +132,14 @@ LONG_EXE_DIR=$T_DIR/$(printf 'd%.0s' {1..100})/$(printf 'e%.0s' {1..100})/$(prin
 mkdir -p "$LONG_EXE_DIR" && cp "$(command -v curl)" "$LONG_EXE_DIR/curl"
 "$PORTCULLIS" exec web -- "$LONG_EXE_DIR/curl" -sS -m 5 --noproxy '*' \
     --resolve "up.test:8080:$UP4" "http://up.test:8080/long-exe" >/dev/null
-check "journal: a ${#LONG_EXE_DIR}-byte executable path is whole in HTTP:GET" \
-    journal_find PORTCULLIS_SANDBOX=web PORTCULLIS_HTTP_PATH=/long-exe \
-    "PORTCULLIS_EXE=$LONG_EXE_DIR/curl"
+e=$(journal_find PORTCULLIS_SANDBOX=web PORTCULLIS_HTTP_PATH=/long-exe \
+    "PORTCULLIS_EXE=$LONG_EXE_DIR/curl")
+check "journal: a ${#LONG_EXE_DIR}-byte executable path is whole in HTTP:GET" [ -n "$e" ]
+check "  and its OCSF_JSON stays under 512 bytes with the file name" python3 -c '
+import json,sys; e=json.loads(sys.argv[1]); raw=e["OCSF_JSON"]; o=json.loads(raw)
+assert len(("OCSF_JSON=" + raw).encode()) < 512, len(raw)
+assert o["actor"]["process"] == {"pid": int(e["PORTCULLIS_PID"]), "name": "curl"}, o
+assert o["http_request"]["url"]["path"] == "/long-exe", o' "${e:-{\}}"
 
 # Audit enforcement: the request passes, the event says audit.
 "$PORTCULLIS" create web-audit --audit --policy "$POL" >/dev/null
