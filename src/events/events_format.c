@@ -596,23 +596,33 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
 /* Shortest the request path and the host are cut to. */
 #define OCSF_KEEP_PATH 32
 #define OCSF_KEEP_HOST 32
+/* Rebuilds while cutting: the first usually fits (see below). */
+#define OCSF_CUT_PASSES 8
 
-/* Saves n from *excess. */
-static void ocsf_save(size_t *excess, size_t n)
-{
-    *excess = *excess > n ? *excess - n : 0;
-}
-
-/* Cut *cap down from len by what *excess asks (and the mark the cut adds),
- * never below keep; what the cut saves comes off *excess. */
-static void ocsf_cut(size_t *cap, size_t len, size_t keep, size_t *excess)
+/* Lower *cap on s (whole: whole_cap bytes) by excess bytes, and by the mark
+ * on its first cut, never below keep.  False when it cannot go further, or
+ * when a first cut would not even pay for its mark. */
+static bool ocsf_cut(size_t *cap, const char *s, size_t whole_cap, size_t keep, size_t excess)
 {
     size_t mark = sizeof(OCSF_CUT_MARK) - 1;
-    if (*excess == 0 || len <= keep + mark)
-        return;
-    size_t cut = len - keep < *excess + mark ? len - keep : *excess + mark;
-    *cap = len - cut;
-    *excess -= cut - mark;
+    if (!s)
+        return false;
+    size_t len = strnlen(s, whole_cap);
+    size_t cur = len < *cap ? len : *cap;
+    bool first = cur == len;
+    if (cur <= keep || (first && cur - keep <= mark))
+        return false;
+    size_t want = excess + (first ? mark : 0);
+    *cap = cur - (cur - keep < want ? cur - keep : want);
+    return true;
+}
+
+static size_t ocsf_build_in(struct sbuf *b, char *buf, size_t len, const struct event *ev,
+                            uint64_t time_ms, const struct ocsf_caps *caps)
+{
+    sbuf_init(b, buf, len);
+    ocsf_build(b, ev, time_ms, caps);
+    return b->pos;
 }
 
 int event_format_ocsf(const struct event *ev, uint64_t time_ms, size_t budget, char *buf,
@@ -620,33 +630,30 @@ int event_format_ocsf(const struct event *ev, uint64_t time_ms, size_t budget, c
 {
     struct ocsf_caps caps = ocsf_caps_whole;
     struct sbuf b;
-
-    sbuf_init(&b, buf, len);
-    ocsf_build(&b, ev, time_ms, &caps);
-    if (budget == 0 || b.pos <= budget)
-        return sbuf_finish(&b);
+    size_t n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
 
     /* Over: first the detail goes, then the executable's directory, then
-     * the path and the host are cut, in that order and as far as needed.
-     * Every input byte left out takes at least one output byte with it
-     * (escapes only make the output longer), so one more pass fits unless
-     * everything is down to its floor. */
-    size_t excess = b.pos - budget;
-    if (ev->detail) {
+     * the path and the host are cut, in that order and as far as needed,
+     * each step measured rather than estimated: an input byte cut is not
+     * always an output byte saved (two bytes of a C1 control come out as
+     * one '?'), and a capped string saves less than its length. */
+    if (budget && n > budget && ev->detail) {
         caps.detail = false;
-        ocsf_save(&excess, strnlen(ev->detail, EVENTS_FIELD_MAX) + sizeof("\"detail\":\"\"") - 1);
+        n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
     }
-    if (excess && ev->exe) {
+    if (budget && n > budget && ev->exe) {
         caps.exe_path = false;
-        ocsf_save(&excess, (size_t)(file_name(ev->exe) - ev->exe) +
-                               (sizeof("\"file\":{\"path\":}") - sizeof("\"name\":")));
+        n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
     }
-    if (ev->http_path)
-        ocsf_cut(&caps.path, strnlen(ev->http_path, EVENTS_PATH_MAX), OCSF_KEEP_PATH, &excess);
-    if (ev->dst_host)
-        ocsf_cut(&caps.host, strnlen(ev->dst_host, EVENTS_FIELD_MAX), OCSF_KEEP_HOST, &excess);
-    sbuf_init(&b, buf, len);
-    ocsf_build(&b, ev, time_ms, &caps);
+    for (int pass = 0; budget && n > budget && pass < OCSF_CUT_PASSES; pass++) {
+        /* Still over after a cut: its bytes came out shorter than they
+         * went in, so cut twice as much (halving would take a pass per bit). */
+        size_t excess = (n - budget) << (pass ? 1 : 0);
+        if (!ocsf_cut(&caps.path, ev->http_path, EVENTS_PATH_MAX, OCSF_KEEP_PATH, excess) &&
+            !ocsf_cut(&caps.host, ev->dst_host, EVENTS_FIELD_MAX, OCSF_KEEP_HOST, excess))
+            break;
+        n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
+    }
     return sbuf_finish(&b);
 }
 

@@ -559,6 +559,41 @@ static void test_ocsf_journal_budget(void **state)
     assert_non_null(strstr(o, "\xc3\xbc" OCSF_MARK "\"}"));
     assert_null(strstr(o, "?"));
 
+    /* Measured, not estimated: an executable past EVENTS_PATH_MAX, whose
+     * whole length is not what leaving its directory saves; C1 controls,
+     * two bytes in that come out as one '?'; a detail past its cap. */
+    static char bigexe[3100], c1[900], bigdetail[1100];
+    memset(bigexe, 'x', sizeof(bigexe) - 1);
+    for (size_t i = 0; i + 1 < sizeof(bigexe); i += 100)
+        bigexe[i] = '/';
+    memcpy(bigexe + sizeof(bigexe) - 6, "/curl", 6);
+    for (size_t i = 0; i + 2 < sizeof(c1); i += 2)
+        memcpy(c1 + i, "\xc2\x85", 2);
+    memset(bigdetail, 'd', sizeof(bigdetail) - 1);
+    memcpy(bigdetail + EVENTS_FIELD_MAX - 1, "\xc3\xbc", 2); /* across the cap */
+    ev.http_path = path;
+    ev.exe = bigexe;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_non_null(strstr(o, "\"name\":\"curl\""));
+    static char c1exe[sizeof(c1) + 8];
+    snprintf(c1exe, sizeof(c1exe), "/%s/tool", c1);
+    ev.exe = c1exe;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_non_null(strstr(o, "\"name\":\"tool\""));
+    ev.exe = "/usr/bin/curl";
+    ev.http_path = c1;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    assert_non_null(strstr(o, "\"path\":\"????????????????"));
+    assert_non_null(strstr(o, "?" OCSF_MARK "\"}"));
+    ev.http_path = path;
+    ev.detail = bigdetail;
+    o = ocsf_within(&ev, budget);
+    assert_true(strlen(o) <= budget);
+    ev.detail = NULL;
+
     /* Past every floor it goes over rather than lose more. */
     memset(host, 'h', sizeof(host) - 1);
     ev.dst_host = host;
