@@ -1073,6 +1073,14 @@ int http_flow_tls_init(void)
         hf_ca = tls_ca_free(hf_ca);
         return rc;
     }
+    /* Load the upstream trust (system roots, --upstream-ca) now, not on the
+     * loop at the first TLS flow (~20 ms), and say early if it is broken. */
+    struct tls_client *cli = NULL;
+    if (tls_client_new(daemon_cfg.upstream_ca, &cli, err, sizeof(err)) < 0)
+        log_error("cannot verify upstream TLS servers: %s; TLS flows will be refused until it is "
+                  "fixed",
+                  err);
+    tls_client_free(cli);
     return 0;
 }
 

@@ -46,7 +46,8 @@ struct tls_conn {
 };
 
 struct tls_client {
-    SSL_CTX *ctx; /* its app data: this tls_client, NULL once freed */
+    SSL_CTX *ctx;   /* its app data: this tls_client, NULL once freed */
+    bool own_store; /* its cert store is its own, not the shared base */
     struct tls_sess_cache *sessions;
     uint64_t offered, resumed;
 };
@@ -473,7 +474,7 @@ out:
     return r;
 }
 
-static int load_extra_ca(SSL_CTX *ctx, const char *file, char *err, size_t errlen)
+static int load_extra_ca(X509_STORE *store, const char *file, char *err, size_t errlen)
 {
     char *data = NULL;
     size_t len = 0;
@@ -488,7 +489,6 @@ static int load_extra_ca(SSL_CTX *ctx, const char *file, char *err, size_t errle
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     unsigned count = 0;
     X509 *x;
     while ((x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL))) {
@@ -518,6 +518,144 @@ out:
     return r;
 }
 
+/*
+ * The trust every tls_client starts from: the system roots and the daemon's
+ * extra CA file.  Loading the system bundle takes ~20 ms of CPU, which on
+ * the event loop would stall every flow at each new sandbox's first TLS
+ * connection, so it is built once and shared (an X509_STORE is reference
+ * counted), and built again only when one of its files has changed.  A
+ * client that adds a file of its own gets a private copy first.
+ */
+struct file_id {
+    bool exists;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+};
+
+static struct {
+    X509_STORE *store;
+    char *extra; /* the extra CA file it was built with, or NULL */
+    struct file_id sys_id, extra_id;
+} base_trust;
+
+static void file_id_of(const char *path, struct file_id *ret)
+{
+    struct stat st;
+    memset(ret, 0, sizeof(*ret));
+    if (!path || stat(path, &st) < 0)
+        return;
+    ret->exists = true;
+    ret->dev = st.st_dev;
+    ret->ino = st.st_ino;
+    ret->size = st.st_size;
+    ret->mtime = st.st_mtim;
+}
+
+static bool file_id_equal(const struct file_id *a, const struct file_id *b)
+{
+    return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* The system bundle OpenSSL loads (SSL_CERT_FILE overrides the default). */
+static const char *system_bundle(void)
+{
+    const char *env = getenv(X509_get_default_cert_file_env());
+    return env && *env ? env : X509_get_default_cert_file();
+}
+
+static bool same_path(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* A new reference to the base store for extra_ca_file, built if needed. */
+static int base_trust_get(const char *extra_ca_file, X509_STORE **ret, char *err, size_t errlen)
+{
+    struct file_id sys_id, extra_id;
+    file_id_of(system_bundle(), &sys_id);
+    file_id_of(extra_ca_file, &extra_id);
+    if (base_trust.store && same_path(base_trust.extra, extra_ca_file) &&
+        file_id_equal(&base_trust.sys_id, &sys_id) &&
+        file_id_equal(&base_trust.extra_id, &extra_id))
+        goto out;
+
+    char *extra = extra_ca_file ? strdup(extra_ca_file) : NULL;
+    X509_STORE *store = X509_STORE_new();
+    if (!store || (extra_ca_file && !extra)) {
+        X509_STORE_free(store);
+        free(extra);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    ERR_clear_error();
+    if (!X509_STORE_set_default_paths(store)) {
+        snprintf(err, errlen, "system trust store: %s", tls_ossl_reason("cannot load"));
+        X509_STORE_free(store);
+        free(extra);
+        ERR_clear_error();
+        return -EIO;
+    }
+    ERR_clear_error();
+    if (extra_ca_file) {
+        int r = load_extra_ca(store, extra_ca_file, err, errlen);
+        if (r < 0) {
+            X509_STORE_free(store);
+            free(extra);
+            return r;
+        }
+    }
+    /* Clients made before keep their reference to the old one. */
+    X509_STORE_free(base_trust.store);
+    free(base_trust.extra);
+    base_trust.store = store;
+    base_trust.extra = extra;
+    base_trust.sys_id = sys_id;
+    base_trust.extra_id = extra_id;
+out:
+    if (!X509_STORE_up_ref(base_trust.store)) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    *ret = base_trust.store;
+    return 0;
+}
+
+/* A private copy of the shared store, to add to: its certificates and CRLs,
+ * and the same lazy lookups in the system's hashed directory and store. */
+static X509_STORE *store_copy(X509_STORE *from)
+{
+    X509_STORE *to = X509_STORE_new();
+    if (!to)
+        return NULL;
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(from);
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+        int ok = 1;
+        if (X509_OBJECT_get_type(o) == X509_LU_X509)
+            ok = X509_STORE_add_cert(to, X509_OBJECT_get0_X509(o));
+        else if (X509_OBJECT_get_type(o) == X509_LU_CRL)
+            ok = X509_STORE_add_crl(to, X509_OBJECT_get0_X509_CRL(o));
+        if (!ok) {
+            X509_STORE_free(to);
+            return NULL;
+        }
+    }
+    /* What X509_STORE_set_default_paths adds besides the bundle: both are
+     * looked up only when a chain needs them; failing to add them is not
+     * fatal there either. */
+    X509_LOOKUP *l = X509_STORE_add_lookup(to, X509_LOOKUP_hash_dir());
+    if (l)
+        X509_LOOKUP_add_dir(l, NULL, X509_FILETYPE_DEFAULT);
+    l = X509_STORE_add_lookup(to, X509_LOOKUP_store());
+    if (l)
+        X509_LOOKUP_add_store(l, NULL);
+    ERR_clear_error();
+    return to;
+}
+
 struct tls_client *tls_client_free(struct tls_client *cli)
 {
     if (!cli)
@@ -530,6 +668,11 @@ struct tls_client *tls_client_free(struct tls_client *cli)
     tls_sess_cache_free(cli->sessions);
     free(cli);
     return NULL;
+}
+
+X509_STORE *tls_client_cert_store(const struct tls_client *cli)
+{
+    return cli ? SSL_CTX_get_cert_store(cli->ctx) : NULL;
 }
 
 void tls_client_stats(const struct tls_client *cli, struct tls_resume_stats *ret)
@@ -596,20 +739,13 @@ int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     /* An unverified server ends the handshake: never a session with it. */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (!SSL_CTX_set_default_verify_paths(ctx)) {
-        snprintf(err, errlen, "system trust store: %s", tls_ossl_reason("cannot load"));
+    X509_STORE *store;
+    int r = base_trust_get(extra_ca_file, &store, err, errlen);
+    if (r < 0) {
         tls_client_free(cli);
-        ERR_clear_error();
-        return -EIO;
+        return r;
     }
-    ERR_clear_error();
-    if (extra_ca_file) {
-        int r = load_extra_ca(ctx, extra_ca_file, err, errlen);
-        if (r < 0) {
-            tls_client_free(cli);
-            return r;
-        }
-    }
+    SSL_CTX_set_cert_store(ctx, store); /* takes our reference */
     *ret = cli;
     return 0;
 }
@@ -624,7 +760,17 @@ int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, 
     err[0] = '\0';
     if (!cli || !file)
         return -EINVAL;
-    return load_extra_ca(cli->ctx, file, err, errlen);
+    if (!cli->own_store) {
+        /* Never add to the store other clients share. */
+        X509_STORE *own = store_copy(SSL_CTX_get_cert_store(cli->ctx));
+        if (!own) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        SSL_CTX_set_cert_store(cli->ctx, own);
+        cli->own_store = true;
+    }
+    return load_extra_ca(SSL_CTX_get_cert_store(cli->ctx), file, err, errlen);
 }
 
 int tls_conn_new_client(struct tls_client *cli, const char *name, const char *session_key,

@@ -44,6 +44,8 @@ void tls_conn_mark_refused(struct tls_conn *c);
 
 /* The SSL of a connection (for tests that need to reach into OpenSSL). */
 SSL *tls_conn_ssl(const struct tls_conn *c);
+/* The trust store a client verifies with (for tests: shared or its own). */
+X509_STORE *tls_client_cert_store(const struct tls_client *cli);
 
 /* ---- the upstream leg's session cache (resume.c) ---- */
 

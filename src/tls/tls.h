@@ -110,7 +110,9 @@ struct tls_resume_stats {
 /*
  * A client side verifying upstream servers against the system roots plus,
  * when extra_ca_file is not NULL, the PEM certificates in it (unreadable or
- * empty: an error in err).  TLS 1.2 and 1.3.
+ * empty: an error in err).  TLS 1.2 and 1.3.  Those are loaded once, in a
+ * store all clients share, and again when the system bundle or
+ * extra_ca_file changes on disk (a client keeps the store it started with).
  *
  * It keeps the newest session (TLS 1.3 ticket, or TLS 1.2 ticket or session
  * id) of each session key's last verified handshake, at most
@@ -118,7 +120,8 @@ struct tls_resume_stats {
  * few KiB).  Not thread-safe.
  */
 int tls_client_new(const char *extra_ca_file, struct tls_client **ret, char *err, size_t errlen);
-/* Trust the PEM certificates in file too (the same checks as extra_ca_file). */
+/* Trust the PEM certificates in file too (the same checks as extra_ca_file);
+ * the client gets a private copy of the shared store to add them to. */
 int tls_client_add_ca_file(struct tls_client *cli, const char *file, char *err, size_t errlen);
 /* Frees the cached sessions too.  Connections may outlive their client (they
  * then store no session).  Accepts NULL; returns NULL. */

@@ -425,26 +425,84 @@ static void test_client_extra_ca_errors(void **state)
     rm_rf(tmp);
 }
 
-/* A client made without the CA trusts it once the file is added. */
+/* A client made without the CA trusts it once the file is added; another
+ * client, which shared its trust store until then, still does not. */
 static void test_client_add_ca_file(void **state)
 {
     (void)state;
     char err[256] = "";
-    struct tls_client *cli = NULL;
+    struct tls_client *cli = NULL, *other = NULL;
     struct pair p;
     assert_int_equal(tls_client_new(NULL, &cli, err, sizeof(err)), 0);
+    assert_int_equal(tls_client_new(NULL, &other, err, sizeof(err)), 0);
+    assert_ptr_equal(tls_client_cert_store(cli), tls_client_cert_store(other));
     pair_open(&p, fx.srv, "add.example.test", 0, cli, "add.example.test", 0);
     assert_int_equal(p.rc, -EPROTO);
     pair_close(&p);
     assert_int_equal(tls_client_add_ca_file(cli, "/nonexistent/ca.pem", err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "/nonexistent/ca.pem"));
     assert_int_equal(tls_client_add_ca_file(cli, fx.ca_file, err, sizeof(err)), 0);
+    assert_ptr_not_equal(tls_client_cert_store(cli), tls_client_cert_store(other));
     pair_open(&p, fx.srv, "add.example.test", 0, cli, "add.example.test", 0);
     assert_int_equal(p.rs, 1);
     assert_int_equal(p.rc, 1);
     pair_close(&p);
+    pair_open(&p, fx.srv, "add.example.test", 0, other, "add.example.test", 0);
+    assert_int_equal(p.rc, -EPROTO);
+    pair_close(&p);
     assert_int_equal(tls_client_add_ca_file(NULL, fx.ca_file, err, sizeof(err)), -EINVAL);
     tls_client_free(cli);
+    tls_client_free(other);
+}
+
+/* The system roots and the extra CA file are loaded once for all clients,
+ * and again when the file changes; a client keeps the store it was made
+ * with. */
+static void test_client_trust_shared(void **state)
+{
+    (void)state;
+    char tmp[64], ca[128], err[256] = "";
+    struct tls_client *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    struct pair p;
+    make_tmpdir(tmp, sizeof(tmp));
+    path_join(ca, sizeof(ca), tmp, "ca.pem");
+    char *pem = read_file(fx.ca_file);
+    write_file(ca, pem);
+
+    assert_int_equal(tls_client_new(ca, &a, err, sizeof(err)), 0);
+    assert_int_equal(tls_client_new(ca, &b, err, sizeof(err)), 0);
+    assert_ptr_equal(tls_client_cert_store(a), tls_client_cert_store(b));
+    /* another file: another store */
+    assert_int_equal(tls_client_new(NULL, &c, err, sizeof(err)), 0);
+    assert_ptr_not_equal(tls_client_cert_store(a), tls_client_cert_store(c));
+
+    /* Rewritten (a new inode, as editors and cp do): loaded again. */
+    char ca2[160];
+    snprintf(ca2, sizeof(ca2), "%s.new", ca);
+    write_file(ca2, pem);
+    assert_int_equal(rename(ca2, ca), 0);
+    assert_int_equal(tls_client_new(ca, &d, err, sizeof(err)), 0);
+    assert_ptr_not_equal(tls_client_cert_store(a), tls_client_cert_store(d));
+    /* Both the old and the new store trust the test CA. */
+    pair_open(&p, fx.srv, "shared.example.test", 0, a, "shared.example.test", 0);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+    pair_open(&p, fx.srv, "shared.example.test", 0, d, "shared.example.test", 0);
+    assert_int_equal(p.rc, 1);
+    pair_close(&p);
+    /* An unreadable file is an error even after a good build. */
+    write_file(ca2, "");
+    assert_int_equal(rename(ca2, ca), 0);
+    struct tls_client *e = NULL;
+    assert_int_equal(tls_client_new(ca, &e, err, sizeof(err)), -EINVAL);
+    assert_null(e);
+
+    free(pem);
+    tls_client_free(a);
+    tls_client_free(b);
+    tls_client_free(c);
+    tls_client_free(d);
+    rm_rf(tmp);
 }
 
 /* ---- connections ---- */
@@ -1281,6 +1339,7 @@ int main(void)
     };
     const struct CMUnitTest conn_tests[] = {
         cmocka_unit_test(test_client_add_ca_file),
+        cmocka_unit_test(test_client_trust_shared),
         cmocka_unit_test(test_handshake_dns_alpn),
         cmocka_unit_test(test_handshake_ip_literals),
         cmocka_unit_test(test_alpn_h2_only_client),
