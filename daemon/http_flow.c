@@ -514,8 +514,10 @@ static void hf_linger(struct http_flow *h)
         h->fd[HF_UPSTREAM] = -1;
         uv_close((uv_handle_t *)&h->poll[HF_UPSTREAM], on_handle_closed);
     }
-    h->poll_events[HF_CLIENT] = UV_READABLE;
-    uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
+    /* A close_notify the socket could not take yet goes out when it can:
+     * without it a TLS client may take the 403 for a truncated answer. */
+    h->poll_events[HF_CLIENT] = UV_READABLE | (hf_tls_pending(h, HF_CLIENT) ? UV_WRITABLE : 0);
+    uv_poll_start(&h->poll[HF_CLIENT], h->poll_events[HF_CLIENT], on_poll);
 }
 
 static void on_relay_done(void *data, const struct relay_stats *st)
@@ -792,6 +794,16 @@ static void on_poll(uv_poll_t *p, int status, int events)
     if (h->state == HF_LINGERING) {
         uint8_t scratch[16384];
         ssize_t n;
+        if ((events & UV_WRITABLE) && status == 0) {
+            if (hf_tls_send(h, HF_CLIENT) < 0) {
+                hf_close(h, false);
+                return;
+            }
+            if (!hf_tls_pending(h, HF_CLIENT)) {
+                h->poll_events[HF_CLIENT] = UV_READABLE;
+                uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
+            }
+        }
         while ((n = recv(h->fd[HF_CLIENT], scratch, sizeof(scratch), 0)) > 0) {
         }
         if (status < 0 || n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
