@@ -210,12 +210,7 @@ static void on_peek_closed(uv_handle_t *h)
     if (--f->peek_handles)
         return;
     f->flags &= ~FLOW_F_PEEKING;
-    if (f->peek_prev)
-        f->peek_prev->peek_next = f->peek_next;
-    else
-        peeking = f->peek_next;
-    if (f->peek_next)
-        f->peek_next->peek_prev = f->peek_prev;
+    DLIST_UNLINK(peeking, f, peek_prev, peek_next);
     int one = 1;
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
     flow_refuse_if_stopping(f);
@@ -617,11 +612,7 @@ static void on_peek_timer(uv_timer_t *t)
 static void flow_peek_start(struct flow *f)
 {
     f->flags |= FLOW_F_PEEKING;
-    f->peek_prev = NULL;
-    f->peek_next = peeking;
-    if (peeking)
-        peeking->peek_prev = f;
-    peeking = f;
+    DLIST_PUSH(peeking, f, peek_prev, peek_next);
     f->peek_started_ms = uv_now(daemon_loop);
     uv_poll_init(daemon_loop, &f->peek_poll, f->fd);
     uv_timer_init(daemon_loop, &f->peek_timer);

@@ -152,12 +152,7 @@ static void on_handle_closed(uv_handle_t *handle)
     for (int s = 0; s < 2; s++)
         tls_conn_free(h->tls[s]);
     policy_ref_put(h->pol);
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        http_flows = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
+    DLIST_UNLINK(http_flows, h, prev, next);
     n_http_flows--;
     h->sb->n_http_flows--;
     if (!h->handed_over)
@@ -1051,10 +1046,7 @@ int http_flow_start(const struct http_flow_params *p, struct http_flow **ret)
     uv_timer_start(&h->timer, on_timer, daemon_cfg.connect_timeout_ms, 0);
     n_http_flows++;
     h->sb->n_http_flows++;
-    h->next = http_flows;
-    if (http_flows)
-        http_flows->prev = h;
-    http_flows = h;
+    DLIST_PUSH(http_flows, h, prev, next);
     if (ret)
         *ret = h;
     return 0;

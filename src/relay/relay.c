@@ -27,6 +27,7 @@
  * that runs their loop.
  */
 #include "relay.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -390,12 +391,7 @@ static void on_close(uv_handle_t *handle)
     struct relay_conn *c = handle->data;
 
     /* Unlink first so relay_count() inside done no longer counts us. */
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        relay_list = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    DLIST_UNLINK(relay_list, c, prev, next);
     relay_live--;
     c->done(c->data, &c->stats);
     free(c);
@@ -977,10 +973,7 @@ static int relay_conn_new(uv_loop_t *loop, const struct relay_config *cfg, relay
 /* c is complete (its timer armed): count it among the live relays. */
 static void relay_conn_link(struct relay_conn *c)
 {
-    c->next = relay_list;
-    if (relay_list)
-        relay_list->prev = c;
-    relay_list = c;
+    DLIST_PUSH(relay_list, c, prev, next);
     relay_live++;
 }
 

@@ -22,6 +22,27 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Intrusive doubly linked lists: a head pointer, and in each node a pair of
+ * link fields named by prev/next (so a node can sit in several lists). */
+#define DLIST_PUSH(head, node, prev, next)                                                         \
+    do {                                                                                           \
+        (node)->prev = NULL;                                                                       \
+        (node)->next = (head);                                                                     \
+        if (head)                                                                                  \
+            (head)->prev = (node);                                                                 \
+        (head) = (node);                                                                           \
+    } while (0)
+
+#define DLIST_UNLINK(head, node, prev, next)                                                       \
+    do {                                                                                           \
+        if ((node)->prev)                                                                          \
+            (node)->prev->next = (node)->next;                                                     \
+        else                                                                                       \
+            (head) = (node)->next;                                                                 \
+        if ((node)->next)                                                                          \
+            (node)->next->prev = (node)->prev;                                                     \
+    } while (0)
+
 struct net_addr {
     int family; /* AF_INET or AF_INET6; 0 = unset */
     union {
