@@ -498,9 +498,12 @@ static const char *file_name(const char *path)
     return slash ? slash + 1 : path;
 }
 
-static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
-                       const struct ocsf_caps *caps)
+/* Returns where the detail, the last key, starts (SIZE_MAX: none), so that
+ * leaving it out afterwards is a cut rather than a rebuild. */
+static size_t ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
+                         const struct ocsf_caps *caps)
 {
+    size_t detail_at = SIZE_MAX;
     const char *activity_name;
     int class_uid = event_ocsf_class(ev);
     int activity = ocsf_activity(ev, &activity_name);
@@ -588,9 +591,12 @@ static void ocsf_build(struct sbuf *b, const struct event *ev, uint64_t time_ms,
     json_key_str(b, &first, "sandbox", ev->sandbox, EVENTS_FIELD_MAX);
     json_key_str(b, &first, "policy", ev->policy, EVENTS_FIELD_MAX);
     json_key_str(b, &first, "reason", ev->reason, EVENTS_FIELD_MAX);
-    if (caps->detail)
+    if (caps->detail && ev->detail) {
+        detail_at = b->pos;
         json_key_str(b, &first, "detail", ev->detail, EVENTS_FIELD_MAX);
+    }
     sbuf_puts(b, "}}");
+    return detail_at;
 }
 
 /* Shortest the request path and the host are cut to. */
@@ -630,16 +636,21 @@ int event_format_ocsf(const struct event *ev, uint64_t time_ms, size_t budget, c
 {
     struct ocsf_caps caps = ocsf_caps_whole;
     struct sbuf b;
-    size_t n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
+    sbuf_init(&b, buf, len);
+    size_t detail_at = ocsf_build(&b, ev, time_ms, &caps);
+    size_t n = b.pos;
 
     /* Over: first the detail goes, then the executable's directory, then
      * the path and the host are cut, in that order and as far as needed,
      * each step measured rather than estimated: an input byte cut is not
      * always an output byte saved (two bytes of a C1 control come out as
      * one '?'), and a capped string saves less than its length. */
-    if (budget && n > budget && ev->detail) {
+    if (budget && n > budget && detail_at != SIZE_MAX) {
+        /* The same bytes as a rebuild without it: the detail is last. */
         caps.detail = false;
-        n = ocsf_build_in(&b, buf, len, ev, time_ms, &caps);
+        b.pos = detail_at;
+        sbuf_puts(&b, "}}");
+        n = b.pos;
     }
     if (budget && n > budget && ev->exe) {
         caps.exe_path = false;
