@@ -15,7 +15,6 @@ require_root
 ensure_journal
 setup_upstream
 tls_make_certs
-export PORTCULLIS_CA_DIR="$T_DIR/pclca"
 
 # ---- what the upstream serves: a git repository, a package index, a file
 ROOT="$T_DIR/www"

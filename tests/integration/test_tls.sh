@@ -15,9 +15,6 @@ require_root
 ensure_journal
 setup_upstream
 tls_make_certs
-# The daemon's interception CA lives with this test, never in the machine's
-# /var/lib/portcullis/ca (the daemon creates it there; the tool reads it).
-export PORTCULLIS_CA_DIR="$T_DIR/pclca"
 
 # Passthrough upstreams: their own certificates, from the test CA.
 start_tls_server up9443 9443 up --bind "$UP4" --bind "$UP6"

@@ -8,6 +8,8 @@
 #   tls_hellos NAME         ClientHellos a server received
 #   journal_grep RE K=V...  a portcullisd journal entry matching loosely
 #
+# It also points PORTCULLIS_CA_DIR at $T_DIR/pclca.
+#
 # Files tls_make_certs writes (PEM; *.key are 0600, the rest 0644 so a
 # sandboxed command running as nobody can read the CA certificates):
 #   testca.pem  testca.key    "portcullis test CA" (EC P-256, CA:TRUE)
@@ -15,6 +17,10 @@
 #   other.pem   other.key     other.test: DNS:other.test, IP:198.18.0.11
 #   evilca.pem  evilca.key    "portcullis evil CA", trusted by nobody
 #   evil.pem    evil.key      up.test (same names as up.pem), signed by evilca
+
+# The daemon's interception CA lives with the test, never in the machine's
+# /var/lib/portcullis/ca (the daemon creates it there; the tool reads it).
+export PORTCULLIS_CA_DIR="$T_DIR/pclca"
 
 TLS_TEST_CA_CN="portcullis test CA"
 TLS_EVIL_CA_CN="portcullis evil CA"
