@@ -1038,7 +1038,12 @@ static int listener_open(int family, uint16_t port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
+    /* The sandboxes' rules let a new flow in only to a transparent socket
+     * (see rules.c), which nobody without CAP_NET_ADMIN can open. */
+    int transparent = family == AF_INET6
+                          ? setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                          : setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
+    if (transparent < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
         int err = -errno;
         close(fd);
         return err;
@@ -1053,8 +1058,9 @@ int flow_listen(void)
     for (size_t i = 0; i < 2; i++) {
         int fd = listener_open(families[i], daemon_cfg.port);
         if (fd < 0) {
-            log_error("cannot listen on %s port %u: %s", families[i] == AF_INET ? "IPv4" : "IPv6",
-                      daemon_cfg.port, strerror(-fd));
+            log_error("cannot listen on %s port %u: %s%s", families[i] == AF_INET ? "IPv4" : "IPv6",
+                      daemon_cfg.port, strerror(-fd),
+                      fd == -EPERM ? " (a transparent listener needs CAP_NET_ADMIN)" : "");
             return fd;
         }
         struct listener *l = &listeners[n_listeners++];

@@ -152,8 +152,24 @@ int rules_generate(const struct rules_sandbox *sb, int family, char *buf, size_t
     text_add(&t, "-I INPUT 1 -i %s -j %s\n", ifn, ch[RULES_CHAIN_IN]);
     text_add(&t, "-I FORWARD 1 -i %s -j %s\n", ifn, ch[RULES_CHAIN_FWD]);
     text_add(&t, "-I FORWARD 1 -o %s -j %s\n", ifn, ch[RULES_CHAIN_FWD]);
-    /* ctstate DNAT: a direct connection to the proxy port is not a redirect. */
-    text_add(&t, "-A %s -p tcp -m tcp --dport %u -m conntrack --ctstate DNAT -j ACCEPT\n",
+    /*
+     * ctstate DNAT: a direct connection to the proxy port is not a redirect.
+     * A new flow is let in only when the socket that would take it is
+     * transparent, which takes CAP_NET_ADMIN: a local process that binds the
+     * port while portcullisd is down gets a reset, never the sandbox's
+     * connections.  The rest of an accepted flow goes by its conntrack entry.
+     */
+    text_add(&t,
+             "-A %s -p tcp -m tcp --dport %u -m conntrack --ctstate DNAT -m conntrack ! --ctstate "
+             "NEW -j ACCEPT\n",
+             ch[RULES_CHAIN_IN], (unsigned)sb->proxy_port);
+    text_add(&t,
+             "-A %s -p tcp -m tcp --dport %u -m conntrack --ctstate DNAT -m socket --transparent "
+             "--nowildcard -j ACCEPT\n",
+             ch[RULES_CHAIN_IN], (unsigned)sb->proxy_port);
+    text_add(&t,
+             "-A %s -p tcp -m tcp --dport %u -m conntrack --ctstate DNAT -j REJECT --reject-with "
+             "tcp-reset\n",
              ch[RULES_CHAIN_IN], (unsigned)sb->proxy_port);
     if (family == AF_INET6) {
         /* router solicitation is harmless; NS/NA are needed to reach the host */

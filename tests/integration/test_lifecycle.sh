@@ -83,6 +83,40 @@ check "daemon down: connection fails (fail closed)" [ $? -ne 0 ]
 ip netns exec portcullis-life1 "${CURL[@]}" "http://[$UP6]:8080/down" >/dev/null 2>&1
 check "daemon down: IPv6 connection fails too" [ $? -ne 0 ]
 check "daemon down: nothing reached the upstream" [ "$(server_requests web GET\ /down)" = 0 ]
+# An unprivileged process that takes the free port is not the daemon: the
+# sandbox's connections are reset, none reaches it.
+: >"$T_DIR/impostor.log"
+chmod 666 "$T_DIR/impostor.log"
+setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c '
+import socket, sys, threading
+port, log = int(sys.argv[1]), sys.argv[2]
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        open(log, "a").write("ACCEPT\n")
+        c.close()
+for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    s = socket.socket(fam)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the daemon'"'"'s TIME_WAITs
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    s.listen(16)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+' "$DAEMON_PORT" "$T_DIR/impostor.log" >"$T_DIR/impostor.out" 2>&1 &
+imp=$!
+T_PIDS+=($imp)
+for _ in $(seq 100); do grep -q ready "$T_DIR/impostor.out" && break; sleep 0.05; done
+check "impostor: an unprivileged listener holds the proxy port" grep -q ready "$T_DIR/impostor.out"
+ip netns exec portcullis-life1 "${CURL[@]}" "http://$UP4:8080/down" >/dev/null 2>&1
+check "impostor: IPv4 connection fails" [ $? -ne 0 ]
+ip netns exec portcullis-life1 "${CURL[@]}" "http://[$UP6]:8080/down" >/dev/null 2>&1
+check "impostor: IPv6 connection fails" [ $? -ne 0 ]
+check "impostor: it accepted no connection" [ ! -s "$T_DIR/impostor.log" ]
+kill $imp
+wait $imp 2>/dev/null
 start_daemon
 out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/again")
 check "daemon restarted: the sandbox is served again" [ "$out" = "ok GET /again port 8080" ]
