@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "daemon.h"
 #include "events.h"
 #include "http_flow.h"
@@ -1024,6 +1026,16 @@ static void on_listener_readable(uv_poll_t *p, int status, int events)
     }
 }
 
+/* Listeners are transparent: the sandboxes' rules let a new flow in only to
+ * a transparent socket (see rules.c), which takes CAP_NET_ADMIN. */
+static int listener_make_transparent(int fd, int family)
+{
+    int one = 1;
+    int rc = family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                                : setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
+    return rc < 0 ? -errno : 0;
+}
+
 static int listener_open(int family, uint16_t port)
 {
     struct sockaddr_storage ss;
@@ -1038,25 +1050,68 @@ static int listener_open(int family, uint16_t port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    /* The sandboxes' rules let a new flow in only to a transparent socket
-     * (see rules.c), which nobody without CAP_NET_ADMIN can open. */
-    int transparent = family == AF_INET6
-                          ? setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
-                          : setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
-    if (transparent < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0) {
-        int err = -errno;
+    int err = listener_make_transparent(fd, family);
+    if (err == 0 && (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4096) < 0))
+        err = -errno;
+    if (err < 0) {
         close(fd);
         return err;
     }
     return fd;
 }
 
+/*
+ * Socket activation: listeners the service manager holds keep the port bound
+ * while the daemon restarts (no local process can take it meanwhile) and
+ * connections wait in their backlog instead of being reset.  Each must be a
+ * listening TCP socket on our port, the IPv6 one IPv6-only; anything else
+ * passed is a configuration error, not something to ignore.
+ */
+static int listeners_inherited(int fds[2])
+{
+    static const int families[2] = {AF_INET, AF_INET6};
+    int n = sd_listen_fds(1);
+    fds[0] = fds[1] = -1;
+    if (n < 0) {
+        log_error("socket activation: %s", strerror(-n));
+        return n;
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = SD_LISTEN_FDS_START + i, f = -1, v6only = 0;
+        socklen_t len = sizeof(v6only);
+        for (int k = 0; k < 2; k++)
+            if (sd_is_socket_inet(fd, families[k], SOCK_STREAM, 1, daemon_cfg.port) > 0)
+                f = k;
+        if (f == 1 && (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) < 0 || !v6only))
+            f = -1;
+        if (f < 0 || fds[f] >= 0) {
+            log_error("socket activation: fd %d is not a listening TCP socket on port %u (IPv4, "
+                      "or IPv6-only), or a second one of its family",
+                      fd, daemon_cfg.port);
+            return -EINVAL;
+        }
+        int err = listener_make_transparent(fd, families[f]);
+        if (err < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+            log_error("socket activation: fd %d: %s", fd, strerror(err < 0 ? -err : errno));
+            return err < 0 ? err : -errno;
+        }
+        fds[f] = fd;
+    }
+    if (n > 0)
+        log_info("socket activation: %d listener(s) from the service manager", n);
+    return 0;
+}
+
 int flow_listen(void)
 {
     static const int families[2] = {AF_INET, AF_INET6};
+    int inherited[2];
+    int rc = listeners_inherited(inherited);
+    if (rc < 0)
+        return rc;
     uv_timer_init(daemon_loop, &backoff_timer);
     for (size_t i = 0; i < 2; i++) {
-        int fd = listener_open(families[i], daemon_cfg.port);
+        int fd = inherited[i] >= 0 ? inherited[i] : listener_open(families[i], daemon_cfg.port);
         if (fd < 0) {
             log_error("cannot listen on %s port %u: %s%s", families[i] == AF_INET ? "IPv4" : "IPv6",
                       daemon_cfg.port, strerror(-fd),

@@ -117,6 +117,41 @@ check "impostor: IPv6 connection fails" [ $? -ne 0 ]
 check "impostor: it accepted no connection" [ ! -s "$T_DIR/impostor.log" ]
 kill $imp
 wait $imp 2>/dev/null
+
+# Socket activation: the service manager holds the listeners, so the port
+# stays bound while the daemon restarts and a connection waits meanwhile.
+/usr/bin/python3 "$HELPERS/activate.py" "$DAEMON_PORT" "$T_DIR/daemon.log" -- \
+    unshare -m --propagation slave sh -c \
+    'mount --bind "$0" /etc/hosts && d=$1 j=$2 && shift 2 && exec "$d" --events-jsonl "$j" "$@"' \
+    "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" --port "$DAEMON_PORT" \
+    >"$T_DIR/activate.out" 2>&1 &
+act=$!
+T_PIDS+=($act)
+for _ in $(seq 200); do [ -s "$PORTCULLIS_STATE_DIR/daemon.port" ] && break; sleep 0.05; done
+out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/activated")
+check "socket activation: served on the inherited listeners" [ "$out" = "ok GET /activated port 8080" ]
+check "  and the daemon says so" grep -q "socket activation: 2 listener(s)" "$T_DIR/daemon.log"
+dpid=$(sed -n 's/^started //p' "$T_DIR/activate.out" | tail -1)
+kill -TERM "$dpid"
+for _ in $(seq 100); do grep -q "^exited $dpid" "$T_DIR/activate.out" && break; sleep 0.05; done
+check "socket activation: the daemon exits 0" grep -q "^exited $dpid 0$" "$T_DIR/activate.out"
+setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))' "$DAEMON_PORT" 2>/dev/null
+check "socket activation: nobody else can bind the port while the daemon is down" [ $? -ne 0 ]
+ip netns exec portcullis-life1 "${CURL[@]}" -m 10 "http://$UP4:8080/queued" >"$T_DIR/queued.out" 2>&1 &
+queued=$!
+sleep 0.5
+check "  a connection made meanwhile waits instead of failing" kill -0 $queued
+kill -USR1 $act
+wait $queued
+check "  and is served once the daemon is back ($(cat "$T_DIR/queued.out"))" \
+    [ "$(cat "$T_DIR/queued.out")" = "ok GET /queued port 8080" ]
+kill -TERM $act
+wait $act
+check "socket activation: the restarted daemon exits 0 too" [ "$(grep -c '^exited [0-9]* 0$' "$T_DIR/activate.out")" = 2 ]
 start_daemon
 out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/again")
 check "daemon restarted: the sandbox is served again" [ "$out" = "ok GET /again port 8080" ]
