@@ -7,6 +7,7 @@
 # on failure or Ctrl-C.  Only processes started here are killed, by PID.
 
 log() { echo "[bench] $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/nft_tables.sh"
 die() {
     log "FATAL: $*"
     exit 1
@@ -39,6 +40,7 @@ bench_cleanup() {
     for n in "${NETNSES[@]}"; do ip netns del "$n" 2>/dev/null; done
     for l in "${LINKS[@]}"; do ip link del "$l" 2>/dev/null; done
     for s in "${STATE_DIRS[@]}"; do rm -rf "$s"; done
+    nft_tables_drop_new_empty
     if [ -n "$D" ]; then
         if [ -n "${BENCH_KEEP:-}" ]; then log "kept $D"; else rm -rf "$D"; fi
     fi
@@ -52,6 +54,7 @@ bench_init() {
         echo "$0 needs root (namespaces, iptables)" >&2
         exit 77
     }
+    nft_tables_note
 }
 
 # pcl_bins DIR: PCL and PCLD from a build directory.

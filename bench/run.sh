@@ -43,6 +43,7 @@ HAPROXY_PORT=15002
 CLIENT_SLACK=45 # seconds on top of a run before `timeout` kills a client
 
 log() { echo "[bench] $*" >&2; }
+. "$HERE/nft_tables.sh"
 die() {
     log "FATAL: $*"
     exit 1
@@ -78,6 +79,7 @@ cleanup() {
     for n in "${NETNSES[@]}"; do ip netns del "$n" 2>/dev/null; done
     for l in "${LINKS[@]}"; do ip link del "$l" 2>/dev/null; done
     for s in "${STATE_DIRS[@]}"; do rm -rf "$s"; done
+    nft_tables_drop_new_empty
     if [ -n "$D" ]; then
         if [ -n "${BENCH_KEEP:-}" ]; then log "kept $D"; else rm -rf "$D"; fi
     fi
@@ -90,6 +92,7 @@ trap 'exit 130' INT TERM
     echo "bench/run.sh needs root (namespaces, iptables)" >&2
     exit 77
 }
+nft_tables_note
 PCL_BIN=$(cd "$PCL_BIN" 2>/dev/null && pwd) || die "PCL_BIN: no such directory"
 PCL=$PCL_BIN/bin/portcullis
 PCLD=$PCL_BIN/bin/portcullisd
