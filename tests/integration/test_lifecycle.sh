@@ -135,12 +135,16 @@ dpid=$(sed -n 's/^started //p' "$T_DIR/activate.out" | tail -1)
 kill -TERM "$dpid"
 for _ in $(seq 100); do grep -q "^exited $dpid" "$T_DIR/activate.out" && break; sleep 0.05; done
 check "socket activation: the daemon exits 0" grep -q "^exited $dpid 0$" "$T_DIR/activate.out"
-setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c '
-import socket, sys
+out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c '
+import errno, socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))' "$DAEMON_PORT" 2>/dev/null
-check "socket activation: nobody else can bind the port while the daemon is down" [ $? -ne 0 ]
+try:
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    print("bound")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))' "$DAEMON_PORT" 2>&1)
+check "socket activation: nobody else can bind the port while the daemon is down ($out)" [ "$out" = EADDRINUSE ]
 ip netns exec portcullis-life1 "${CURL[@]}" -m 10 "http://$UP4:8080/queued" >"$T_DIR/queued.out" 2>&1 &
 queued=$!
 sleep 0.5
