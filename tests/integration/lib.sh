@@ -163,14 +163,16 @@ HOSTS
 # A port of the test's own, so a daemon serving the host (or another test)
 # does not collide with ours; the tool reads it from the registry.
 DAEMON_PORT=$((15100 + T_ID % 10000)) # below the ephemeral port range
+# The daemon's command line (same PID through to portcullisd), for
+# start_daemon and for tests that start it another way.
+DAEMON_ARGV=(unshare -m --propagation slave sh -c
+    'mount --bind "$0" /etc/hosts && d=$1 j=$2 && shift 2 && exec "$d" --events-jsonl "$j" "$@"'
+    "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" --port "$DAEMON_PORT")
 start_daemon() {
     write_hosts
     mkdir -p "$PORTCULLIS_STATE_DIR"
     rm -f "$PORTCULLIS_STATE_DIR/daemon.port"
-    unshare -m --propagation slave sh -c \
-        'mount --bind "$0" /etc/hosts && d=$1 j=$2 && shift 2 && exec "$d" --events-jsonl "$j" "$@"' \
-        "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" --port "$DAEMON_PORT" "$@" \
-        >>"$T_DIR/daemon.log" 2>&1 &
+    "${DAEMON_ARGV[@]}" "$@" >>"$T_DIR/daemon.log" 2>&1 &
     DAEMON_PID=$!
     for _ in $(seq 200); do
         kill -0 "$DAEMON_PID" 2>/dev/null || break

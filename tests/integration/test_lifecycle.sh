@@ -120,10 +120,7 @@ wait $imp 2>/dev/null
 
 # Socket activation: the service manager holds the listeners, so the port
 # stays bound while the daemon restarts and a connection waits meanwhile.
-/usr/bin/python3 "$HELPERS/activate.py" "$DAEMON_PORT" "$T_DIR/daemon.log" -- \
-    unshare -m --propagation slave sh -c \
-    'mount --bind "$0" /etc/hosts && d=$1 j=$2 && shift 2 && exec "$d" --events-jsonl "$j" "$@"' \
-    "$T_DIR/hosts" "$PORTCULLISD" "$T_DIR/events.jsonl" --port "$DAEMON_PORT" \
+/usr/bin/python3 "$HELPERS/activate.py" "$DAEMON_PORT" "$T_DIR/daemon.log" -- "${DAEMON_ARGV[@]}" \
     >"$T_DIR/activate.out" 2>&1 &
 act=$!
 T_PIDS+=($act)
