@@ -197,6 +197,18 @@ cpu_ticks() {
     sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
 }
 
+# machine_ticks: "BUSY TOTAL", the clock ticks all CPUs have spent busy (user,
+# nice, system, irq, softirq, steal) and in all, from /proc/stat.
+machine_ticks() {
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# cpu_ticks_split PID: "USER SYSTEM", as cpu_ticks but apart.
+cpu_ticks_split() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12, $13}'
+}
+
 # cpu_per_op BEFORE AFTER OPS: microseconds of CPU per operation, or "fail".
 cpu_per_op() {
     if [ -z "$1" ] || [ -z "$2" ] || [ "${3:-0}" -le 0 ] 2>/dev/null; then

@@ -18,8 +18,9 @@
 # BENCH_MODES    subset/order of:
 #                noproxy pcl haproxy-tls haproxy-tls-noreuse haproxy-tls-log
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
-# BENCH_PERF     1: after the rounds, one more handshake run of pcl and of
-#                haproxy-tls under `perf record`; top symbols in the notes
+# BENCH_PERF     1: after the rounds, one more handshake run and keep-alive
+#                run of pcl and of haproxy-tls under `perf record`; top
+#                symbols in the notes
 # BENCH_OUT      the Markdown file whose "tls" section gets the tables
 #                (default bench/results.md; other sections are kept)
 # BENCH_KEEP     keep the temp dir (logs, wrk outputs, raw results)
@@ -464,15 +465,37 @@ run_one() {
         ;;
     bulk)
         # One download of the sparse file, stopped by curl after SECS: bytes
-        # received / curl's total time (the handshake included, ~1 ms).
+        # received / curl's total time (the handshake included, ~1 ms).  The
+        # CPU the whole machine and the proxy used meanwhile, per GB.
+        local mb pb ma pa busy cms pus pss
+        mb=$(machine_ticks)
+        pb=$(cpu_ticks_split "${PROC[$mode]:-}")
         curl_get "$mode" "$SECS" /big -o /dev/null -m "$SECS" -w '%{http_code} %{size_download} %{time_total}' \
             >"$D/out" 2>>"$D/runs.log"
         rc=$? # 28: stopped by -m, as intended
+        ma=$(machine_ticks)
+        pa=$(cpu_ticks_split "${PROC[$mode]:-}")
         out=$(cat "$D/out")
         read -r code bytes secs <<<"$out"
         if { [ $rc -eq 0 ] || [ $rc -eq 28 ]; } && [ "${code:-}" = 200 ] && [ "${bytes:-0}" -gt 0 ]; then
             v=$(python3 -c 'import sys; print("%.3f" % (int(sys.argv[1]) * 8 / float(sys.argv[2]) / 1e9))' "$bytes" "$secs")
             log "  $mode bulk round $round: $v Gbit/s ($bytes bytes in $secs s)"
+            # cores busy on average; CPU ms per GB of the machine and of the
+            # proxy (user, system)
+            read -r busy cms pus pss < <(awk -v mb="$mb" -v ma="$ma" -v pb="${pb:-x}" -v pa="${pa:-x}" \
+                -v n="$bytes" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" 'BEGIN {
+                    split(mb, b, " "); split(ma, a, " "); split(pb, p0, " "); split(pa, p1, " ")
+                    busy = a[1] - b[1]; all = a[2] - b[2]; gb = n / 1e9
+                    printf "%.2f %.1f", (all > 0 ? busy / all * cpus : 0), busy * 1e3 / hz / gb
+                    if (pb == "x" || pa == "x") print " - -"
+                    else printf " %.1f %.1f\n", (p1[1] - p0[1]) * 1e3 / hz / gb, (p1[2] - p0[2]) * 1e3 / hz / gb
+                }')
+            record "$mode" bulk_busy "$round" "$busy"
+            record "$mode" bulk_cpu_machine "$round" "$cms"
+            if [ "$pus" != - ]; then
+                record "$mode" bulk_cpu_proxy_user "$round" "$pus"
+                record "$mode" bulk_cpu_proxy_sys "$round" "$pss"
+            fi
         else
             v=fail
             log "  $mode bulk round $round: FAILED (rc $rc, '$out'): $(tail -1 "$D/runs.log")"
@@ -536,33 +559,47 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-# BENCH_PERF=1: where the proxies spend their CPU while handshaking (one more
-# hs run each, not counted in the tables).
+# BENCH_PERF=1: where the proxies spend their CPU while handshaking and while
+# serving keep-alive requests (one more run of each, not counted in the tables).
+perf_top() { # DATA: inclusive ("children") share of the named user-space functions
+    # What each step costs with everything it calls.  Debian's libcrypto has
+    # no names for its internal functions; those and the outer loop (main, the
+    # event loop) are left out.
+    perf report -i "$1" --stdio --children --sort symbol -g none --percent-limit 2.5 2>/dev/null |
+        grep -F '[.]' | grep -v '\] 0x' |
+        sed -E 's/^ *([0-9.]+%) +[0-9.]+% +\[.\] (.*[^ ]) +- +- *$/\1 \2/' |
+        grep -Ev ' (main|uv_run|run_poll_loop|_start|__libc_start_(call_)?main|__libc_start_main_impl|entry_SYSCALL_64_after_hwframe|do_syscall_64|process_runnable_tasks|run_tasks_from_lists)( \(inlined\))?$' |
+        head -24 | sed 's/^/    /'
+}
 if [ "${BENCH_PERF:-}" = 1 ]; then
     for m in pcl haproxy-tls; do
         case " $MODES " in *" $m "*) ;; *) continue ;; esac
-        cb=$(client_conns)
-        tlscrr "$m" "$SECS" bg >"$D/tlscrr-$m-perf.txt" 2>&1
-        wp=$CLIENT_PID
-        sleep 1
-        perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$m.data" \
-            -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
-        wait "$wp"
-        forget_pid "$wp"
-        CONNS[$m]=$((${CONNS[$m]:-0} + $(client_conns) - cb))
-        # Inclusive ("children") share of the named user-space functions: what each
-        # step of a handshake costs with everything it calls.  Debian's
-        # libcrypto has no names for its internal functions; those and the
-        # outer loop (main, the event loop) are left out.
-        {
-            echo "perf record --call-graph dwarf -p <$m's pid> during a handshake run (tlscrr: $(cat "$D/tlscrr-$m-perf.txt")): share of its CPU in each named function and its callees"
-            perf report -i "$D/perf-$m.data" --stdio --children --sort symbol -g none --percent-limit 2.5 2>/dev/null |
-                grep -F '[.]' | grep -v '\] 0x' |
-                sed -E 's/^ *([0-9.]+%) +[0-9.]+% +\[.\] (.*[^ ]) +- +- *$/\1 \2/' |
-                grep -Ev ' (main|uv_run|run_poll_loop|_start|__libc_start_(call_)?main|__libc_start_main_impl|entry_SYSCALL_64_after_hwframe|do_syscall_64|process_runnable_tasks|run_tasks_from_lists)( \(inlined\))?$' |
-                head -24 | sed 's/^/    /'
-        } >>"$NOTES"
-        sleep 1
+        for k in hs ka; do
+            cb=$(client_conns)
+            if [ "$k" = hs ]; then
+                tlscrr "$m" "$SECS" bg >"$D/$k-$m-perf.txt" 2>&1
+            else
+                PROBES[$m]=$((${PROBES[$m]:-0} + 1))
+                client_bg "$((SECS + CLIENT_SLACK))" "$m" wrk -d"${SECS}s" "${KA_ARGS[@]}" >"$D/$k-$m-perf.txt" 2>&1
+            fi
+            wp=$CLIENT_PID
+            sleep 1
+            perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$k-$m.data" \
+                -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+            wait "$wp"
+            forget_pid "$wp"
+            CONNS[$m]=$((${CONNS[$m]:-0} + $(client_conns) - cb))
+            if [ "$k" = hs ]; then
+                what="a handshake run (tlscrr: $(cat "$D/$k-$m-perf.txt"))"
+            else
+                what="a keep-alive run (wrk: $(grep -a 'Requests/sec' "$D/$k-$m-perf.txt" | tr -s ' '))"
+            fi
+            {
+                echo "perf record --call-graph dwarf -p <$m's pid> during $what: share of its CPU in each named function and its callees"
+                perf_top "$D/perf-$k-$m.data"
+            } >>"$NOTES"
+            sleep 1
+        done
     done
 fi
 
