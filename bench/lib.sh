@@ -8,6 +8,7 @@
 
 log() { echo "[bench] $*" >&2; }
 . "$(dirname "${BASH_SOURCE[0]}")/nft_tables.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/cpu.sh"
 die() {
     log "FATAL: $*"
     exit 1
@@ -187,35 +188,6 @@ server_stat() { # NAME: one of the server's counters, fresh
     kill -USR1 "$SERVER_PID"
     sleep 0.2
     awk -v k="$1" '$1 == k {print $2}' "$D/server.stats"
-}
-
-# cpu_ticks PID: CPU time (user + system, all threads) the process has used,
-# in clock ticks; empty when there is no such process.
-cpu_ticks() {
-    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
-    # after "PID (comm) ", utime and stime are the 12th and 13th fields
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
-}
-
-# machine_ticks: "BUSY TOTAL", the clock ticks all CPUs have spent busy (user,
-# nice, system, irq, softirq, steal) and in all, from /proc/stat.
-machine_ticks() {
-    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat
-}
-
-# cpu_ticks_split PID: "USER SYSTEM", as cpu_ticks but apart.
-cpu_ticks_split() {
-    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12, $13}'
-}
-
-# cpu_per_op BEFORE AFTER OPS: microseconds of CPU per operation, or "fail".
-cpu_per_op() {
-    if [ -z "$1" ] || [ -z "$2" ] || [ "${3:-0}" -le 0 ] 2>/dev/null; then
-        echo fail
-        return
-    fi
-    awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f\n", (a - b) * 1e6 / hz / n}'
 }
 
 # measure_ka MODE ROUND OUT CMD...: one keep-alive run; CMD runs wrk, whose

@@ -2,10 +2,11 @@
 """Turn bench/run.sh's raw results into the Markdown table.
 
 usage: report.py RESULTS.tsv ENV NOTES IDLE_N MODE...
-RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm), round, value or "fail".
+RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm | bulk_busy |
+bulk_cpu_machine | bulk_cpu_proxy_user | bulk_cpu_proxy_sys), round, value or "fail".
 """
 
-from results import Results, gbps, measured_line, num, ratio
+from results import Results, bulk_cpu_table, gbps, measured_line, num, ratio
 import sys
 
 LABEL = {
@@ -60,6 +61,7 @@ def main():
                "RSS: VmRSS of the proxy process with the idle connections open (peak VmHWM in parentheses); "
                "per idle conn = (VmRSS with them − VmRSS before) / "
                f"{idle_n}.")
+    out += bulk_cpu_table(res, modes, LABEL, "moving every byte through a second TCP connection included")
 
     if "pcl" in modes:
         out.append("")

@@ -17,7 +17,7 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
 """
 import sys
 
-from results import Results, cpu_table, gbps, measured_line, ms, num, ratio
+from results import Results, bulk_cpu_table, cpu_table, gbps, measured_line, ms, num, ratio
 
 LABEL = {
     "noproxy": "no proxy (TLS end to end, routed)",
@@ -27,68 +27,6 @@ LABEL = {
     "haproxy-tls-log": "HAProxy, httpslog to the journal",
 }
 HP = "haproxy-tls"
-
-
-def bulk_cpu_table(res, modes):
-    """Markdown lines: the CPU a bulk gigabyte costs, and the bound it sets."""
-    runs, median, cell = res.runs, res.median, res.cell
-
-    def f0(v):
-        return f"{v:,.0f}"
-
-    def f2(v):
-        return f"{v:.2f}"
-
-    def proxy_ms(m):
-        u, k = median(m, "bulk_cpu_proxy_user"), median(m, "bulk_cpu_proxy_sys")
-        return None if u is None or k is None else (u, k)
-
-    out = ["",
-           "Where the CPU of a bulk gigabyte goes: CPU time of the whole machine (every process "
-           "and the kernel: client, proxy, server, softirqs) and of the proxy process alone "
-           "(user space, and the kernel working for it: its system calls and what they run "
-           "inline) during the bulk runs, per GB received (from /proc/stat and /proc/PID/stat, "
-           "10 ms ticks); cores busy: how many of the 2 cores were busy on average.",
-           "",
-           "| mode | cores busy | machine, CPU ms/GB | proxy, CPU ms/GB | proxy user | proxy system "
-           "| the rest (machine − proxy) |",
-           "|---|--:|--:|--:|--:|--:|--:|"]
-    rows = 0
-    for m in modes:
-        if not runs(m, "bulk_cpu_machine")[1]:
-            continue
-        rows += 1
-        p = proxy_ms(m)
-        both = "—" if p is None else f0(p[0] + p[1])
-        mach = median(m, "bulk_cpu_machine")
-        rest = "—" if p is None or mach is None else f0(mach - p[0] - p[1])
-        user = cell(m, "bulk_cpu_proxy_user", f0) if p else "—"
-        syst = cell(m, "bulk_cpu_proxy_sys", f0) if p else "—"
-        out.append(f"| {LABEL.get(m, m)} | {cell(m, 'bulk_busy', f2)} | "
-                   f"{cell(m, 'bulk_cpu_machine', f0)} | {both} | {user} | {syst} | {rest} |")
-    base = median("noproxy", "bulk_cpu_machine")
-    if base is None or not rows:
-        return out
-    # With the cores saturated, throughput is the cores' time over the CPU a
-    # gigabyte costs.  A proxy adds its own CPU per GB to what the client, the
-    # server and the kernel spend without it, so it cannot do better than
-    # base / (base + proxy) of no proxy; 0.7x needs proxy <= base * 3/7.
-    out += ["",
-            f"The bound this sets: without a proxy the client, the server and the kernel spend "
-            f"{base:,.0f} CPU ms per GB; with one, the rest of the machine spends about as much "
-            f"(last column), and the proxy adds its own.  So even with both cores saturated a "
-            f"proxy reaches at most {base:,.0f} / ({base:,.0f} + its own) of no proxy's bulk, "
-            f"and 0.7× needs one that spends at most {base * 3 / 7:,.0f} ms per GB, decrypting "
-            f"and re-encrypting every byte and moving it through a second TCP connection "
-            f"included."]
-    for m in modes:
-        p = proxy_ms(m)
-        if p is None:
-            continue
-        out.append(f"- {LABEL.get(m, m)}: {p[0] + p[1]:,.0f} ms per GB of its own → at most "
-                   f"{base / (base + p[0] + p[1]):.2f}× of no proxy; its system time alone "
-                   f"({p[1]:,.0f} ms) → at most {base / (base + p[1]):.2f}×")
-    return out
 
 
 def main():
@@ -176,7 +114,8 @@ def main():
         b = median(m, "bulk")
         out.append(f"| {LABEL.get(m, m)} | {cell(m, 'bulk', gbps)} | {ratio(b, median('noproxy', 'bulk'))} | "
                    f"{ratio(b, median(HP, 'bulk'))} |")
-    out += bulk_cpu_table(res, modes)
+    out += bulk_cpu_table(res, modes, LABEL, "decrypting and re-encrypting every byte and moving it "
+                          "through a second TCP connection included")
     out += ["",
             "Median of the rounds (min–max in parentheses); ratios are of medians from this same run."]
 

@@ -1,6 +1,7 @@
 """Shared by report.py and report_http.py: the raw results of one run
 (lines "mode<TAB>metric<TAB>round<TAB>value", value "fail" for a failed
 run) and how a cell of the tables shows them."""
+import os
 import statistics
 import time
 
@@ -74,4 +75,92 @@ def cpu_table(res, modes, label):
         both = "—" if p is None or j is None else us(p + j)
         out.append(f"| {label.get(m, m)} | {res.cell(m, 'ka_cpu_proxy', us)} | "
                    f"{res.cell(m, 'ka_cpu_journald', us)} | {both} |")
+    return out
+
+
+def bulk_cpu_table(res, modes, label, what):
+    """Markdown lines: the CPU a bulk gigabyte costs, and the bound it sets on
+    a proxy's bulk against no proxy (what: what the proxy's CPU covers)."""
+    runs, median, cell = res.runs, res.median, res.cell
+
+    def f0(v):
+        return f"{v:,.0f}"
+
+    def f2(v):
+        return f"{v:.2f}"
+
+    def proxy_ms(m):
+        u, k = median(m, "bulk_cpu_proxy_user"), median(m, "bulk_cpu_proxy_sys")
+        return None if u is None or k is None else (u, k)
+
+    out = ["",
+           "Where the CPU of a bulk gigabyte goes: CPU time of the whole machine (every process "
+           "and the kernel: client, proxy, server, softirqs) and of the proxy process alone "
+           "(user space, and the kernel working for it: its system calls and what they run "
+           "inline) during the bulk runs, per GB received (from /proc/stat and /proc/PID/stat, "
+           "10 ms ticks); cores busy: how many cores were busy on average.",
+           "",
+           "| mode | cores busy | machine, CPU ms/GB | proxy, CPU ms/GB | proxy user | proxy system "
+           "| the rest (machine − proxy) |",
+           "|---|--:|--:|--:|--:|--:|--:|"]
+    rows = 0
+    for m in modes:
+        if not runs(m, "bulk_cpu_machine")[1]:
+            continue
+        rows += 1
+        p = proxy_ms(m)
+        both = "—" if p is None else f0(p[0] + p[1])
+        mach = median(m, "bulk_cpu_machine")
+        rest = "—" if p is None or mach is None else f0(mach - p[0] - p[1])
+        user = cell(m, "bulk_cpu_proxy_user", f0) if p else "—"
+        syst = cell(m, "bulk_cpu_proxy_sys", f0) if p else "—"
+        out.append(f"| {label.get(m, m)} | {cell(m, 'bulk_busy', f2)} | "
+                   f"{cell(m, 'bulk_cpu_machine', f0)} | {both} | {user} | {syst} | {rest} |")
+    base, busy = median("noproxy", "bulk_cpu_machine"), median("noproxy", "bulk_busy")
+    if base is None or not busy or not rows:
+        return out
+    # With every core busy a mode moves at most cores / (the machine's CPU
+    # per GB in that mode).  No proxy moved its bytes at busy / base.  So a
+    # proxy whose run costs the machine c per GB reaches at most
+    # cores * base / (busy * c) of no proxy, and 0.7x needs
+    # c <= cores * base / (0.7 * busy): the proxy's own share of that is
+    # what the rest of the machine (about base) leaves.
+    cores = os.cpu_count() or 1
+    need = cores * base / (0.7 * busy)
+    out += ["",
+            f"The bound this sets: with all {cores} cores busy, a mode moves at most {cores} / "
+            f"(the machine's CPU per GB in that mode).  No proxy moved its bytes with {busy:.2f} "
+            f"cores busy at {base:,.0f} ms per GB, so 0.7× of it needs a proxy run that costs "
+            f"the machine at most {cores} × {base:,.0f} / (0.7 × {busy:.2f}) = {need:,.0f} ms per "
+            f"GB, {what}.  The rest of the machine (client, server, kernel) takes about "
+            f"{base:,.0f} of it, which leaves the proxy about {need - base:,.0f}."]
+    for m in modes:
+        c, p = median(m, "bulk_cpu_machine"), proxy_ms(m)
+        if p is None or c is None:
+            continue
+        out.append(f"- {label.get(m, m)}: the machine spent {c:,.0f} ms per GB, the proxy "
+                   f"{p[0] + p[1]:,.0f} of it ({p[1]:,.0f} in the kernel) → at most "
+                   f"{cores * base / (busy * c):.2f}× of no proxy with every core busy")
+    return out
+    # With the cores saturated, throughput is the cores' time over the CPU a
+    # gigabyte costs.  A proxy adds its own CPU per GB to what the client, the
+    # server and the kernel spend without it, so it cannot do better than
+    # base / (base + proxy) of no proxy; 0.7x needs proxy <= base * 3/7.
+    rests = [median(m, "bulk_cpu_machine") - sum(proxy_ms(m)) for m in modes
+             if proxy_ms(m) is not None and median(m, "bulk_cpu_machine") is not None]
+    spent = (f"{min(rests):,.0f}" if len(set(round(r) for r in rests)) == 1 else
+             f"{min(rests):,.0f}–{max(rests):,.0f}") if rests else "—"
+    out += ["",
+            f"The bound this sets: without a proxy the client, the server and the kernel spend "
+            f"{base:,.0f} CPU ms per GB; with one, the rest of the machine spent {spent} (last "
+            f"column), and the proxy adds its own.  So even with every core saturated a "
+            f"proxy reaches at most {base:,.0f} / ({base:,.0f} + its own) of no proxy's bulk, "
+            f"and 0.7× needs one that spends at most {base * 3 / 7:,.0f} ms per GB, {what}."]
+    for m in modes:
+        p = proxy_ms(m)
+        if p is None:
+            continue
+        out.append(f"- {label.get(m, m)}: {p[0] + p[1]:,.0f} ms per GB of its own → at most "
+                   f"{base / (base + p[0] + p[1]):.2f}× of no proxy; its system time alone "
+                   f"({p[1]:,.0f} ms) → at most {base / (base + p[1]):.2f}×")
     return out

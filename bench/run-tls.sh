@@ -480,16 +480,7 @@ run_one() {
         if { [ $rc -eq 0 ] || [ $rc -eq 28 ]; } && [ "${code:-}" = 200 ] && [ "${bytes:-0}" -gt 0 ]; then
             v=$(python3 -c 'import sys; print("%.3f" % (int(sys.argv[1]) * 8 / float(sys.argv[2]) / 1e9))' "$bytes" "$secs")
             log "  $mode bulk round $round: $v Gbit/s ($bytes bytes in $secs s)"
-            # cores busy on average; CPU ms per GB of the machine and of the
-            # proxy (user, system)
-            read -r busy cms pus pss < <(awk -v mb="$mb" -v ma="$ma" -v pb="${pb:-x}" -v pa="${pa:-x}" \
-                -v n="$bytes" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" 'BEGIN {
-                    split(mb, b, " "); split(ma, a, " "); split(pb, p0, " "); split(pa, p1, " ")
-                    busy = a[1] - b[1]; all = a[2] - b[2]; gb = n / 1e9
-                    printf "%.2f %.1f", (all > 0 ? busy / all * cpus : 0), busy * 1e3 / hz / gb
-                    if (pb == "x" || pa == "x") print " - -"
-                    else printf " %.1f %.1f\n", (p1[1] - p0[1]) * 1e3 / hz / gb, (p1[2] - p0[2]) * 1e3 / hz / gb
-                }')
+            read -r busy cms pus pss < <(bulk_cpu "$mb" "$ma" "$pb" "$pa" "$bytes")
             record "$mode" bulk_busy "$round" "$busy"
             record "$mode" bulk_cpu_machine "$round" "$cms"
             if [ "$pus" != - ]; then

@@ -44,6 +44,7 @@ CLIENT_SLACK=45 # seconds on top of a run before `timeout` kills a client
 
 log() { echo "[bench] $*" >&2; }
 . "$HERE/nft_tables.sh"
+. "$HERE/cpu.sh"
 die() {
     log "FATAL: $*"
     exit 1
@@ -407,19 +408,31 @@ measure_idle() {
 
 # run_one MODE METRIC ROUND: one bulk or connection-rate run.
 run_one() {
-    local mode=$1 metric=$2 round=$3 out v
+    local mode=$1 metric=$2 round=$3 out v rc mb ma pb pa bytes busy cms pus pss
+    mb=$(machine_ticks)
+    pb=$(cpu_ticks_split "${PROC[$mode]:-}")
     if [ "$metric" = bulk ]; then
         out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" bulk "$UP" "$PORT_BULK" "$SECS" 2>>"$D/runs.log")
     else
         out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" 2>>"$D/runs.log")
     fi
-    local rc=$?
+    rc=$?
+    ma=$(machine_ticks)
+    pa=$(cpu_ticks_split "${PROC[$mode]:-}")
     v=${out%% *}
     if [ $rc -ne 0 ] || [ -z "$v" ]; then
         v=fail
         log "  $mode $metric round $round: FAILED (rc $rc): $(tail -1 "$D/runs.log")"
     else
         log "  $mode $metric round $round: $out"
+        # bulk prints "Gbit/s bytes seconds": where its CPU went, per GB
+        read -r _ bytes _ <<<"$out"
+        if [ "$metric" = bulk ] && [ "${bytes:-0}" -gt 0 ] 2>/dev/null; then
+            read -r busy cms pus pss < <(bulk_cpu "$mb" "$ma" "$pb" "$pa" "$bytes")
+            echo -e "$mode\tbulk_busy\t$round\t$busy\n$mode\tbulk_cpu_machine\t$round\t$cms" >>"$RES"
+            [ "$pus" != - ] &&
+                echo -e "$mode\tbulk_cpu_proxy_user\t$round\t$pus\n$mode\tbulk_cpu_proxy_sys\t$round\t$pss" >>"$RES"
+        fi
     fi
     echo -e "$mode\t$metric\t$round\t$v" >>"$RES"
     sleep 1

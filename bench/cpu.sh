@@ -1,0 +1,47 @@
+# bench/cpu.sh (sourced by run.sh and lib.sh): CPU accounting from /proc, in
+# clock ticks (10 ms here), for the tables that say where the CPU goes.
+
+# cpu_ticks PID: CPU time (user + system, all threads) the process has used,
+# in clock ticks; empty when there is no such process.
+cpu_ticks() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+    # after "PID (comm) ", utime and stime are the 12th and 13th fields
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+}
+
+# machine_ticks: "BUSY TOTAL", the clock ticks all CPUs have spent busy (user,
+# nice, system, irq, softirq, steal) and in all, from /proc/stat.
+machine_ticks() {
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# cpu_ticks_split PID: "USER SYSTEM", as cpu_ticks but apart.
+cpu_ticks_split() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12, $13}'
+}
+
+# cpu_per_op BEFORE AFTER OPS: microseconds of CPU per operation, or "fail".
+cpu_per_op() {
+    if [ -z "$1" ] || [ -z "$2" ] || [ "${3:-0}" -le 0 ] 2>/dev/null; then
+        echo fail
+        return
+    fi
+    awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f\n", (a - b) * 1e6 / hz / n}'
+}
+
+# bulk_cpu MACHINE_BEFORE MACHINE_AFTER PROXY_BEFORE PROXY_AFTER BYTES: prints
+# "BUSY MACHINE USER SYSTEM" for one bulk run: cores busy on average, CPU ms
+# per GB of the whole machine, and of the proxy in user space and in the
+# kernel ("- -" without a proxy).  The first four are machine_ticks and
+# cpu_ticks_split outputs.
+bulk_cpu() {
+    awk -v mb="$1" -v ma="$2" -v pb="${3:-x}" -v pa="${4:-x}" -v n="$5" \
+        -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" 'BEGIN {
+            split(mb, b, " "); split(ma, a, " "); split(pb, p0, " "); split(pa, p1, " ")
+            busy = a[1] - b[1]; all = a[2] - b[2]; gb = n / 1e9
+            printf "%.2f %.1f", (all > 0 ? busy / all * cpus : 0), busy * 1e3 / hz / gb
+            if (pb == "x" || pa == "x") print " - -"
+            else printf " %.1f %.1f\n", (p1[1] - p0[1]) * 1e3 / hz / gb, (p1[2] - p0[2]) * 1e3 / hz / gb
+        }'
+}
