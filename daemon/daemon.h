@@ -49,8 +49,13 @@ struct sandbox {
     struct policy_ref *policy_ref; /* owns policy */
     int netns_fd;                  /* -1 when the namespace could not be opened */
     uint64_t conf_mtime_ns;        /* of sandbox.conf, to notice a re-created sandbox */
-    /* Process lookup in netns_fd's namespace; NULL: none (or --no-ident). */
+    /* Process lookup in the sandbox's namespace; NULL: none (or --no-ident).
+     * Set by the registry from /run/netns, or by flow.c's lookup batches
+     * once they find the namespace through the sandbox's processes (then
+     * again at ident_retry_ms at the earliest after a search found none). */
     struct ident_ctx *ident;
+    uint64_t ident_retry_ms;
+    bool ident_search_reported;
     size_t n_flows;      /* relaying or pending, against max_flows_per_sandbox */
     size_t n_pending;    /* deciding or being identified */
     size_t n_http_flows; /* inspected flows (each holds its buffers) */

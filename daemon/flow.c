@@ -803,21 +803,89 @@ static void flow_decide(struct flow *f)
  * finishes only once its lookup is done.
  */
 #define IDENT_BATCH_MAX 64
+/* A sandbox whose namespace no search found is searched again after this. */
+#define IDENT_SEARCH_RETRY_MS 5000
+
+/* A sandbox without a lookup context (its /run/netns mount is not visible
+ * here) gets one from a batch: the pool thread finds the namespace through
+ * the sandbox's processes (ident_netns_find), and the loop installs the
+ * context before the next batch starts.  sb->ident is only written while no
+ * batch runs, so the pool thread may read it. */
+struct ident_search {
+    struct sandbox *sb;    /* held by a flow of the batch */
+    struct ident_ctx *ctx; /* NULL: none found */
+};
 
 static struct {
     uv_work_t req;
     bool running;
-    struct flow *head, *tail; /* waiting (the loop's) */
-    struct flow *batch;       /* the pool thread's while running */
+    struct flow *head, *tail;                      /* waiting (the loop's) */
+    struct flow *batch;                            /* the pool thread's while running */
+    struct ident_search searched[IDENT_BATCH_MAX]; /* by the pool thread, for the loop */
+    size_t n_searched;
 } ident_q;
+
+/* Worth a lookup batch: the sandbox has a context, or may get one. */
+static bool ident_possible(const struct sandbox *sb)
+{
+    if (daemon_cfg.no_ident)
+        return false;
+    return sb->ident || (sb->rec.netns_ino && uv_now(daemon_loop) >= sb->ident_retry_ms);
+}
+
+/* The pool thread's context for sb: its own, or one searched in this batch. */
+static struct ident_ctx *ident_ctx_of(struct sandbox *sb)
+{
+    if (sb->ident)
+        return sb->ident;
+    for (size_t i = 0; i < ident_q.n_searched; i++)
+        if (ident_q.searched[i].sb == sb)
+            return ident_q.searched[i].ctx;
+    struct ident_ctx *ctx = NULL;
+    int fd = ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino,
+                              sb->rec.ephemeral ? sb->rec.owner_pid : 0);
+    if (fd >= 0) {
+        ctx = ident_ctx_new(fd);
+        close(fd); /* ctx's socket keeps the namespace */
+    }
+    /* One flow per entry at most, so the array cannot fill up. */
+    ident_q.searched[ident_q.n_searched++] = (struct ident_search){.sb = sb, .ctx = ctx};
+    return ctx;
+}
+
+/* On the loop, after a batch: install what it found. */
+static void ident_install_searched(void)
+{
+    for (size_t i = 0; i < ident_q.n_searched; i++) {
+        struct sandbox *sb = ident_q.searched[i].sb;
+        struct ident_ctx *ctx = ident_q.searched[i].ctx;
+        if (!ctx) {
+            sb->ident_retry_ms = uv_now(daemon_loop) + IDENT_SEARCH_RETRY_MS;
+            if (!sb->ident_search_reported)
+                log_info("sandbox %s: no process found in its namespace yet; its flows go "
+                         "without a process name until one is",
+                         sb->rec.name);
+            sb->ident_search_reported = true;
+        } else if (sb->ident) {
+            ident_ctx_free(ctx);
+        } else {
+            sb->ident = ctx;
+            log_info("sandbox %s: process lookup in its namespace, found through its "
+                     "processes",
+                     sb->rec.name);
+        }
+    }
+    ident_q.n_searched = 0;
+}
 
 static void ident_batch_work(uv_work_t *req)
 {
     (void)req;
     char exe[PATH_MAX];
     for (struct flow *f = ident_q.batch; f; f = f->ident_next) {
-        if (ident_lookup(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, exe,
-                         sizeof(exe)) < 0) {
+        struct ident_ctx *ctx = ident_ctx_of(f->sb);
+        if (!ctx || ident_lookup(ctx, &f->src, f->sport, &f->dst, f->dport, &f->pid, exe,
+                                 sizeof(exe)) < 0) {
             f->pid = 0;
             continue;
         }
@@ -870,6 +938,7 @@ static void on_ident_batch_done(uv_work_t *req, int status)
     struct flow *batch = ident_q.batch;
     ident_q.batch = NULL;
     ident_q.running = false;
+    ident_install_searched();
     ident_batch_submit(); /* the next batch runs while this one finishes */
     ident_finish(batch);
 }
@@ -960,7 +1029,7 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     sb->n_flows++;
     f->flags |= FLOW_F_COUNTED;
 
-    if (daemon_cfg.no_ident || !sb->ident) {
+    if (!ident_possible(sb)) {
         f->flags |= FLOW_F_IDENT_DONE;
     } else {
         ident_enqueue(f);

@@ -244,6 +244,25 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
     }
     snprintf(path, sizeof(path), "/run/netns/%s", sb->rec.netns);
     sb->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sb->netns_fd >= 0 && sb->rec.netns_ino &&
+        !ident_netns_is(sb->netns_fd, sb->rec.netns_dev, sb->rec.netns_ino)) {
+        /* Made in another mount namespace: here the path is an empty file
+         * (the mount point), or nothing. */
+        close(sb->netns_fd);
+        sb->netns_fd = -1;
+    }
+    if (sb->netns_fd < 0 && sb->rec.netns_ino && !daemon_cfg.no_ident) {
+        /* Through the tool that holds it open (`run`), or a process in it;
+         * else flow.c searches again when the sandbox's flows come. */
+        int fd = ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino,
+                                  sb->rec.ephemeral ? sb->rec.owner_pid : 0);
+        log_info("sandbox %s: %s is not its namespace here (made in another mount "
+                 "namespace?); %s",
+                 name, path,
+                 fd >= 0 ? "found it through a process that holds it"
+                         : "its processes will be looked up once one is in it");
+        sb->netns_fd = fd < 0 ? -1 : fd;
+    }
     if (sb->netns_fd >= 0 && !daemon_cfg.no_ident) {
         sb->ident = ident_ctx_new(sb->netns_fd);
         if (!sb->ident)

@@ -358,9 +358,16 @@ static int setup_inside(const struct sandbox_record *r, int nsfd, const char **s
     return rc;
 }
 
-static int build_sandbox(const struct sandbox_record *r, const char **step)
+/* `run` holds its sandbox's namespace open until it deletes the sandbox: a
+ * daemon that cannot see our /run/netns mount (we run in a mount namespace
+ * of our own) finds the namespace among our open files. */
+static int held_netns_fd = -1;
+
+/* Builds the sandbox of r and fills in r's namespace identity. */
+static int build_sandbox(struct sandbox_record *r, const char **step)
 {
     char path[PATH_MAX];
+    struct stat st;
     int rc = netns_create(r->netns);
     if (rc < 0) {
         *step = "creating the network namespace";
@@ -371,6 +378,15 @@ static int build_sandbox(const struct sandbox_record *r, const char **step)
         *step = "opening the network namespace";
         return nsfd;
     }
+    if (fstat(nsfd, &st) < 0) {
+        rc = -errno;
+        *step = "reading the network namespace's identity";
+        goto out;
+    }
+    r->netns_dev = (uint64_t)st.st_dev;
+    r->netns_ino = (uint64_t)st.st_ino;
+    if (r->ephemeral && held_netns_fd < 0)
+        held_netns_fd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3); /* best effort */
     rc = link_veth_create(r->host_ifname, "eth0", nsfd);
     if (rc < 0) {
         *step = "creating the veth pair";
@@ -580,6 +596,10 @@ int tool_delete(const char *name, bool quiet)
     int lock = registry_lock();
     if (lock < 0)
         return lock;
+    if (held_netns_fd >= 0) {
+        close(held_netns_fd);
+        held_netns_fd = -1;
+    }
     int rc = sandbox_record_read(name, &r);
     snprintf(netns, sizeof(netns), SANDBOX_NETNS_PREFIX "%s", name);
     if (rc == 0) {

@@ -948,6 +948,70 @@ static int ctx_refresh(struct ident_ctx *ctx, uint64_t found_ns, bool full)
     return r;
 }
 
+bool ident_netns_is(int fd, uint64_t dev, uint64_t ino)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+}
+
+/* Opens path if it is the namespace dev/ino (stat first: opening what is not
+ * would cost more; checked again once open, as it may change meanwhile). */
+static int open_if_netns(int dirfd, const char *path, uint64_t dev, uint64_t ino)
+{
+    struct stat st;
+    if (fstatat(dirfd, path, &st, 0) < 0 || (uint64_t)st.st_dev != dev ||
+        (uint64_t)st.st_ino != ino)
+        return -ENOENT;
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -ENOENT; /* gone meanwhile */
+    if (!ident_netns_is(fd, dev, ino)) {
+        close(fd);
+        return -ENOENT;
+    }
+    return fd;
+}
+
+/* The namespace among the open files of process pid. */
+static int netns_in_fds(pid_t pid, uint64_t dev, uint64_t ino)
+{
+    char path[40];
+    struct dirent *de;
+    int fd = -ENOENT;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -ENOENT;
+    while (fd < 0 && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            fd = open_if_netns(dirfd(d), de->d_name, dev, ino);
+    closedir(d);
+    return fd;
+}
+
+int ident_netns_find(uint64_t dev, uint64_t ino, pid_t holder)
+{
+    struct dirent *de;
+    int fd;
+
+    if (holder > 0 && (fd = netns_in_fds(holder, dev, ino)) >= 0)
+        return fd;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -errno;
+    fd = -ENOENT;
+    while (fd < 0 && (de = readdir(d))) {
+        char path[48];
+        if (!is_pid_name(de->d_name) || strlen(de->d_name) > 20)
+            continue;
+        snprintf(path, sizeof(path), "%.20s/ns/net", de->d_name);
+        fd = open_if_netns(dirfd(d), path, dev, ino);
+    }
+    closedir(d);
+    return fd;
+}
+
 struct ident_ctx *ident_ctx_new(int netns_fd)
 {
     struct ident_ctx *ctx;

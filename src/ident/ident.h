@@ -13,6 +13,7 @@
 #ifndef PCL_IDENT_H
 #define PCL_IDENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -29,6 +30,19 @@ struct ident_ctx;
  * ident_ctx_free().
  */
 struct ident_ctx *ident_ctx_new(int netns_fd);
+
+/*
+ * An fd (O_CLOEXEC) of the network namespace whose nsfs identity is dev/ino,
+ * checked after opening, or -ENOENT when none is found: among the open files
+ * of holder (when > 0; the tool holds its sandbox's namespace open), then
+ * through any process in it (/proc/PID/ns/net, a walk of /proc).  For a
+ * sandbox whose /run/netns/NAME mount lives in a mount namespace the caller
+ * cannot see.
+ */
+int ident_netns_find(uint64_t dev, uint64_t ino, pid_t holder);
+
+/* fd is the namespace (or any file) whose identity is dev/ino. */
+bool ident_netns_is(int fd, uint64_t dev, uint64_t ino);
 
 /* Frees ctx (NULL is fine); no lookup on it may be running.  Returns NULL. */
 struct ident_ctx *ident_ctx_free(struct ident_ctx *ctx);

@@ -155,14 +155,15 @@ int sandbox_record_format(const struct sandbox_record *r, char *buf, size_t len)
                     "name=%s\nindex=%u\nhost_ifname=%s\nnetns=%s\nhost_v4=%s\nsandbox_v4=%s\n"
                     "host_v6=%s\nsandbox_v6=%s\nprefix_v4=%u\nprefix_v6=%u\naudit=%d\n"
                     "ephemeral=%d\nowner_pid=%d\nowner_start=%" PRIu64 "\nproxy_port=%u\n"
-                    "policy_source=%s\ncreated_usec=%" PRIu64 "\n",
+                    "policy_source=%s\ncreated_usec=%" PRIu64 "\nnetns_dev=%" PRIu64
+                    "\nnetns_ino=%" PRIu64 "\n",
                     r->name, r->index, r->host_ifname, r->netns,
                     net_addr_format(&r->host_v4, h4, sizeof(h4)),
                     net_addr_format(&r->sandbox_v4, s4, sizeof(s4)),
                     net_addr_format(&r->host_v6, h6, sizeof(h6)),
                     net_addr_format(&r->sandbox_v6, s6, sizeof(s6)), r->prefix_v4, r->prefix_v6,
                     r->audit, r->ephemeral, (int)r->owner_pid, r->owner_start, r->proxy_port,
-                    r->policy_source, r->created_usec);
+                    r->policy_source, r->created_usec, r->netns_dev, r->netns_ino);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -255,6 +256,10 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
             str_copy(r.policy_source, v, sizeof(r.policy_source));
         } else if (!strcmp(k, "created_usec")) {
             rc = parse_u64(v, &r.created_usec);
+        } else if (!strcmp(k, "netns_dev")) {
+            rc = parse_u64(v, &r.netns_dev);
+        } else if (!strcmp(k, "netns_ino")) {
+            rc = parse_u64(v, &r.netns_ino);
         }
         /* Unknown keys are skipped: a newer tool may add fields. */
         if (rc < 0)

@@ -30,6 +30,11 @@ struct sandbox_record {
     unsigned index;
     char host_ifname[16];
     char netns[SANDBOX_NAME_MAX + 16]; /* name under /run/netns */
+    /* The namespace's identity (its nsfs device and inode), 0 when unknown:
+     * the daemon checks /run/netns/NAME against it, and finds the namespace
+     * through its processes when the tool made it in a mount namespace whose
+     * /run/netns mount the daemon cannot see. */
+    uint64_t netns_dev, netns_ino;
     struct net_addr host_v4, sandbox_v4;
     struct net_addr host_v6, sandbox_v6;
     unsigned prefix_v4, prefix_v6; /* 30 and 64 */

@@ -291,6 +291,36 @@ ok=0
 for i in 1 2 3 4; do [ "$(cat "$T_DIR/par$i")" = "ok GET /par$i port 8080" ] && ok=$((ok + 1)); done
 check "4 concurrent runs side by side ($ok/4)" [ $ok -eq 4 ]
 
+# --- from a mount namespace of its own (a systemd unit with PrivateTmp=, say):
+# the daemon cannot see the tool's /run/netns mount, yet names the process.
+# The client holds its connection a second before it sends, so the lookup
+# cannot lose the race with a request that is over at once (it names a
+# process only while it holds the socket). ---
+cat >"$T_DIR/hold.py" <<PY
+import socket, sys, time
+s = socket.create_connection(("$UP4", 8080), 5)
+time.sleep(1)
+s.sendall(b"GET /%s HTTP/1.0\r\nHost: up.test\r\n\r\n" % sys.argv[1].encode())
+print(s.recv(200).decode().split("\r\n\r\n")[-1])
+PY
+chmod 644 "$T_DIR/hold.py"
+PY3=$(readlink -f /usr/bin/python3)
+mark_journal
+out=$(unshare -m --propagation slave "$PORTCULLIS" run --name life-mnt1 --policy "$POL" -- \
+    /usr/bin/python3 "$T_DIR/hold.py" mnt1)
+check "run from a private mount namespace ($out)" [ "$out" = "ok GET /mnt1 port 8080" ]
+check "  journal: the process is named (run holds the namespace open)" \
+    journal_find PORTCULLIS_SANDBOX=life-mnt1 PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_EXE="$PY3"
+# A persistent one: nothing holds its namespace but the processes in it; the
+# daemon finds it through the first one that connects.
+out=$(unshare -m --propagation slave sh -c '"$1" create life-mnt2 --policy "$2" >/dev/null &&
+    "$1" exec life-mnt2 -- /usr/bin/python3 "$3" mnt2; rc=$?; "$1" delete life-mnt2; exit $rc' \
+    sh "$PORTCULLIS" "$POL" "$T_DIR/hold.py" 2>&1)
+check "create and exec from a private mount namespace ($out)" [ "$out" = "ok GET /mnt2 port 8080" ]
+check "  journal: the process is named (found through it)" \
+    journal_find PORTCULLIS_SANDBOX=life-mnt2 PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_EXE="$PY3"
+check "  and the sandbox is gone" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-mnt2" ]
+
 # --- the daemon dies under a running command: warning, command goes on ---
 "$PORTCULLIS" run --name life-dd --policy "$POL" -- sh -c 'sleep 2.5; exit 5' 2>"$T_DIR/dd.err" &
 rp=$!

@@ -1005,6 +1005,41 @@ static void test_concurrent_two_ctx(void **state)
     ident_ctx_free(other);
 }
 
+/* A namespace is found through a process in it, then, once none is, only
+ * through a holder's open files; never one of another identity. */
+static void test_netns_find(void **state)
+{
+    struct nschild c;
+    struct stat want, got;
+    int fd, held;
+
+    (void)state;
+    nschild_start(&c);
+    held = open_ns(c.pid);
+    assert_int_equal(fstat(held, &want), 0);
+
+    fd = ident_netns_find(want.st_dev, want.st_ino, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &got), 0);
+    assert_true(got.st_dev == want.st_dev && got.st_ino == want.st_ino);
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+
+    /* No process in it any more: only our open file holds it. */
+    teardown_child(NULL);
+    nschild_close(&c);
+    assert_int_equal(ident_netns_find(want.st_dev, want.st_ino, 0), -ENOENT);
+    fd = ident_netns_find(want.st_dev, want.st_ino, getpid());
+    assert_true(fd >= 0 && fd != held);
+    assert_int_equal(fstat(fd, &got), 0);
+    assert_true(got.st_dev == want.st_dev && got.st_ino == want.st_ino);
+    close(fd);
+
+    /* Our own namespace's device with an inode no namespace has. */
+    assert_int_equal(ident_netns_find(want.st_dev, 1, getpid()), -ENOENT);
+    close(held);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1021,6 +1056,7 @@ int main(void)
         cmocka_unit_test_teardown(test_inode_reuse, teardown_child),
         cmocka_unit_test_teardown(test_concurrent_one_ctx, teardown_child),
         cmocka_unit_test_teardown(test_concurrent_two_ctx, teardown_child),
+        cmocka_unit_test_teardown(test_netns_find, teardown_child),
     };
 
     /* Grandchildren left by a child that exits are reparented to us. */

@@ -95,6 +95,8 @@ static void test_record_roundtrip(void **state)
     r.proxy_port = 15001;
     strcpy(r.policy_source, "/etc/portcullis/agent.yaml");
     r.created_usec = 1700000000000000ull;
+    r.netns_dev = 4;
+    r.netns_ino = 4026532512ull;
     int n = sandbox_record_format(&r, text, sizeof(text));
     assert_true(n > 0 && (size_t)n < sizeof(text));
     assert_int_equal(sandbox_record_parse(text, &back), 0);
