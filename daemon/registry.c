@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <limits.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,9 +252,12 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
         close(sb->netns_fd);
         sb->netns_fd = -1;
     }
-    if (sb->netns_fd < 0 && sb->rec.netns_ino && !daemon_cfg.no_ident) {
+    if (sb->netns_fd < 0 && sb->rec.netns_ino && !daemon_cfg.no_ident &&
+        if_nametoindex(sb->rec.host_ifname) != 0) {
         /* Through the tool that holds it open (`run`), or a process in it;
-         * else flow.c searches again when the sandbox's flows come. */
+         * else flow.c searches again when the sandbox's flows come.  Only
+         * while its link exists: a veth pair dies with its namespace, so the
+         * namespace is alive and no other one can have its inode number. */
         int fd = ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino,
                                   sb->rec.ephemeral ? sb->rec.owner_pid : 0);
         log_info("sandbox %s: %s is not its namespace here (made in another mount "

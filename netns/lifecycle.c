@@ -618,7 +618,7 @@ int tool_delete(const char *name, bool quiet)
         }
     }
     /* Processes first: a namespace with processes in it outlives its mount. */
-    tool_kill_sandbox_processes(netns);
+    tool_kill_sandbox_processes(netns, rc == 0 ? &r : NULL);
     if (rc == 0) {
         /* The link first: without it nothing can pass, whatever happens to
          * the rules next. */
@@ -656,12 +656,25 @@ int tool_delete(const char *name, bool quiet)
     return failures ? -EIO : 0;
 }
 
-void tool_kill_sandbox_processes(const char *netns)
+void tool_kill_sandbox_processes(const char *netns, const struct sandbox_record *r)
 {
     char path[PATH_MAX];
     struct stat ns;
     snprintf(path, sizeof(path), NETNS_RUN_DIR "/%s", netns);
-    if (stat(path, &ns) < 0)
+    bool have = stat(path, &ns) == 0;
+    /* Made in a mount namespace whose mount we cannot see: the path is an
+     * empty file, or nothing.  The recorded identity stands in for it, but
+     * only while the sandbox's link exists: a veth pair dies with its
+     * namespace, so the namespace is alive and its inode number cannot have
+     * passed to another namespace, whose processes we would kill. */
+    if (r && r->netns_ino &&
+        (!have || (uint64_t)ns.st_dev != r->netns_dev || (uint64_t)ns.st_ino != r->netns_ino) &&
+        link_exists(r->host_ifname)) {
+        ns.st_dev = (dev_t)r->netns_dev;
+        ns.st_ino = (ino_t)r->netns_ino;
+        have = true;
+    }
+    if (!have)
         return;
     for (int round = 0; round < 50; round++) {
         int found = 0;

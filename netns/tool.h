@@ -87,7 +87,8 @@ int tool_resolve_user(const struct tool_exec_opts *o, uid_t *uid, gid_t *gid, ch
 pid_t tool_spawn(const struct sandbox_record *rec, const struct tool_exec_opts *o,
                  const void *orig_sigmask);
 
-/* Kill every process whose network namespace is the sandbox's. */
-void tool_kill_sandbox_processes(const char *netns);
+/* Kill every process whose network namespace is the sandbox's: the one at
+ * /run/netns/NETNS, or r's recorded one (r may be NULL). */
+void tool_kill_sandbox_processes(const char *netns, const struct sandbox_record *r);
 
 #endif

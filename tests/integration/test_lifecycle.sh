@@ -320,6 +320,23 @@ check "create and exec from a private mount namespace ($out)" [ "$out" = "ok GET
 check "  journal: the process is named (found through it)" \
     journal_find PORTCULLIS_SANDBOX=life-mnt2 PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_EXE="$PY3"
 check "  and the sandbox is gone" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-mnt2" ]
+# `delete` from here, where the namespace's mount is not visible, still ends
+# the processes in it (through the namespace's recorded identity).
+unshare -m --propagation slave sh -c '"$1" create life-mnt3 --policy "$2" >/dev/null &&
+    { "$1" exec life-mnt3 -- sleep 60 >/dev/null 2>&1 & }' sh "$PORTCULLIS" "$POL"
+ino=$(sed -n 's/^netns_ino=//p' "$PORTCULLIS_STATE_DIR/sandboxes/life-mnt3/sandbox.conf")
+procs_in_mnt3() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ino" ] && echo "${p#/proc/}"
+    done
+}
+for _ in $(seq 50); do [ -n "$(procs_in_mnt3)" ] && break; sleep 0.1; done
+check "a process runs in the sandbox made in a private mount namespace" [ -n "$ino" ] && [ -n "$(procs_in_mnt3)" ]
+"$PORTCULLIS" delete life-mnt3
+check "  delete from the host ends it ($(procs_in_mnt3))" [ -z "$(procs_in_mnt3)" ]
+for p in $(procs_in_mnt3); do kill -9 "$p"; done # if it did not
+check "  and removes the sandbox" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-mnt3" ]
 
 # --- the daemon dies under a running command: warning, command goes on ---
 "$PORTCULLIS" run --name life-dd --policy "$POL" -- sh -c 'sleep 2.5; exit 5' 2>"$T_DIR/dd.err" &
