@@ -71,6 +71,10 @@ struct sandbox {
 
 int registry_init(void);
 void registry_shutdown(void);
+/* An fd of sb's namespace found through the run that holds it or a process
+ * in it (for a sandbox made in a mount namespace we cannot see), or -errno.
+ * Walks /proc: off the loop when it can wait. */
+int registry_netns_find(const struct sandbox *sb);
 /* Rescan the state directory: add new sandboxes, drop removed ones. */
 void registry_rescan(void);
 /* Reload every sandbox's policy (SIGHUP); an invalid one keeps the old. */

@@ -842,8 +842,7 @@ static struct ident_ctx *ident_ctx_of(struct sandbox *sb)
         if (ident_q.searched[i].sb == sb)
             return ident_q.searched[i].ctx;
     struct ident_ctx *ctx = NULL;
-    int fd = ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino,
-                              sb->rec.ephemeral ? sb->rec.owner_pid : 0);
+    int fd = registry_netns_find(sb);
     if (fd >= 0) {
         ctx = ident_ctx_new(fd);
         close(fd); /* ctx's socket keeps the namespace */

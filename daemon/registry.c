@@ -218,6 +218,14 @@ static int load_policy_copy(const char *name, struct policy **ret, char *err, si
     return rc;
 }
 
+int registry_netns_find(const struct sandbox *sb)
+{
+    /* The owner only while it is the run that made the sandbox (not a later
+     * process behind its PID). */
+    pid_t holder = sb->rec.ephemeral && sandbox_owner_alive(&sb->rec) ? sb->rec.owner_pid : 0;
+    return ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino, holder);
+}
+
 static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
 {
     struct sandbox *sb = calloc(1, sizeof(*sb));
@@ -258,8 +266,7 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
          * else flow.c searches again when the sandbox's flows come.  Only
          * while its link exists: a veth pair dies with its namespace, so the
          * namespace is alive and no other one can have its inode number. */
-        int fd = ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino,
-                                  sb->rec.ephemeral ? sb->rec.owner_pid : 0);
+        int fd = registry_netns_find(sb);
         log_info("sandbox %s: %s is not its namespace here (made in another mount "
                  "namespace?); %s",
                  name, path,

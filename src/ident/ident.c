@@ -972,20 +972,27 @@ static int open_if_netns(int dirfd, const char *path, uint64_t dev, uint64_t ino
     return fd;
 }
 
-/* The namespace among the open files of process pid. */
+/* The namespace among the open files of process pid.  The links are read,
+ * not followed, until one names it: a stat of another kind of file could
+ * block (a hung FUSE mount, say). */
 static int netns_in_fds(pid_t pid, uint64_t dev, uint64_t ino)
 {
-    char path[40];
+    char path[40], want[40], link[40];
     struct dirent *de;
-    int fd = -ENOENT;
+    int fd = -ENOENT, want_len;
 
     snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    want_len = snprintf(want, sizeof(want), "net:[%llu]", (unsigned long long)ino);
     DIR *d = opendir(path);
     if (!d)
         return -ENOENT;
-    while (fd < 0 && (de = readdir(d)))
-        if (de->d_name[0] != '.')
+    while (fd < 0 && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof(link));
+        if (n == want_len && memcmp(link, want, (size_t)n) == 0)
             fd = open_if_netns(dirfd(d), de->d_name, dev, ino);
+    }
     closedir(d);
     return fd;
 }
