@@ -47,7 +47,6 @@ struct sandbox {
     struct sandbox_record rec;
     struct policy *policy;         /* NULL: the policy failed to load; deny everything */
     struct policy_ref *policy_ref; /* owns policy */
-    int netns_fd;                  /* -1 when the namespace could not be opened */
     uint64_t conf_mtime_ns;        /* of sandbox.conf, to notice a re-created sandbox */
     /* Process lookup in the sandbox's namespace; NULL: none (or --no-ident).
      * Set by the registry from /run/netns, or by flow.c's lookup batches

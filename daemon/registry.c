@@ -78,8 +78,6 @@ static void sandbox_free(struct sandbox *sb)
     sandbox_set_policy(sb, NULL);
     sb->ident = ident_ctx_free(sb->ident);
     sb->tls_client = tls_client_free(sb->tls_client);
-    if (sb->netns_fd >= 0)
-        close(sb->netns_fd);
     free(sb);
 }
 
@@ -220,19 +218,53 @@ static int load_policy_copy(const char *name, struct policy **ret, char *err, si
 
 int registry_netns_find(const struct sandbox *sb)
 {
+    /* Only while its link exists: a veth pair dies with its namespace, so
+     * the namespace is alive and no other one can have its inode number. */
+    if (!sb->rec.netns_ino || if_nametoindex(sb->rec.host_ifname) == 0)
+        return -ENOENT;
     /* The owner only while it is the run that made the sandbox (not a later
      * process behind its PID). */
     pid_t holder = sb->rec.ephemeral && sandbox_owner_alive(&sb->rec) ? sb->rec.owner_pid : 0;
     return ident_netns_find(sb->rec.netns_dev, sb->rec.netns_ino, holder);
 }
 
+/* The process lookup of a sandbox being loaded, or NULL (flow.c tries again
+ * when its flows come, if its namespace has a recorded identity). */
+static struct ident_ctx *sandbox_ident_new(const struct sandbox *sb)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "/run/netns/%s", sb->rec.netns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && sb->rec.netns_ino && !ident_netns_is(fd, sb->rec.netns_dev, sb->rec.netns_ino)) {
+        /* Made in another mount namespace: here the path is an empty file
+         * (the mount point), or nothing. */
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0 && sb->rec.netns_ino) {
+        /* Through the tool that holds it open (`run`), or a process in it. */
+        fd = registry_netns_find(sb);
+        log_info("sandbox %s: %s is not its namespace here (made in another mount "
+                 "namespace?); %s",
+                 sb->rec.name, path,
+                 fd >= 0 ? "found it through a process that holds it"
+                         : "its processes will be looked up once one is in it");
+    }
+    if (fd < 0)
+        return NULL;
+    struct ident_ctx *ctx = ident_ctx_new(fd);
+    if (!ctx)
+        log_warn("sandbox %s: no process lookup: %s", sb->rec.name, strerror(errno));
+    close(fd); /* the context's socket keeps the namespace */
+    return ctx;
+}
+
 static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
 {
     struct sandbox *sb = calloc(1, sizeof(*sb));
-    char err[512], path[PATH_MAX];
+    char err[512];
     if (!sb)
         return NULL;
-    sb->netns_fd = -1;
     sb->refs = 1;
     sb->conf_mtime_ns = mtime_ns;
     int rc = sandbox_record_read(name, &sb->rec);
@@ -251,34 +283,8 @@ static struct sandbox *sandbox_load(const char *name, uint64_t mtime_ns)
     } else {
         write_ack(name, "ok");
     }
-    snprintf(path, sizeof(path), "/run/netns/%s", sb->rec.netns);
-    sb->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (sb->netns_fd >= 0 && sb->rec.netns_ino &&
-        !ident_netns_is(sb->netns_fd, sb->rec.netns_dev, sb->rec.netns_ino)) {
-        /* Made in another mount namespace: here the path is an empty file
-         * (the mount point), or nothing. */
-        close(sb->netns_fd);
-        sb->netns_fd = -1;
-    }
-    if (sb->netns_fd < 0 && sb->rec.netns_ino && !daemon_cfg.no_ident &&
-        if_nametoindex(sb->rec.host_ifname) != 0) {
-        /* Through the tool that holds it open (`run`), or a process in it;
-         * else flow.c searches again when the sandbox's flows come.  Only
-         * while its link exists: a veth pair dies with its namespace, so the
-         * namespace is alive and no other one can have its inode number. */
-        int fd = registry_netns_find(sb);
-        log_info("sandbox %s: %s is not its namespace here (made in another mount "
-                 "namespace?); %s",
-                 name, path,
-                 fd >= 0 ? "found it through a process that holds it"
-                         : "its processes will be looked up once one is in it");
-        sb->netns_fd = fd < 0 ? -1 : fd;
-    }
-    if (sb->netns_fd >= 0 && !daemon_cfg.no_ident) {
-        sb->ident = ident_ctx_new(sb->netns_fd);
-        if (!sb->ident)
-            log_warn("sandbox %s: no process lookup: %s", name, strerror(errno));
-    }
+    if (!daemon_cfg.no_ident)
+        sb->ident = sandbox_ident_new(sb);
     log_info("sandbox %s registered (%s)", name, sb->policy ? "policy loaded" : "deny all");
     return sb;
 }
