@@ -45,3 +45,35 @@ bulk_cpu() {
             else printf " %.1f %.1f\n", (p1[1] - p0[1]) * 1e3 / hz / gb, (p1[2] - p0[2]) * 1e3 / hz / gb
         }'
 }
+
+# conn_cpu MACHINE_BEFORE MACHINE_AFTER PROXY_BEFORE PROXY_AFTER
+#          JOURNALD_BEFORE JOURNALD_AFTER CONNECTIONS: prints
+# "BUSY MACHINE USER SYSTEM JOURNALD" for one connection-rate run: cores busy
+# on average, CPU µs per connection of the whole machine, of the proxy in
+# user space and in the kernel ("- -" without a proxy), and of journald ("-"
+# when it is not running).  As bulk_cpu; the journald pair is cpu_ticks.
+conn_cpu() {
+    awk -v mb="$1" -v ma="$2" -v pb="${3:-x}" -v pa="${4:-x}" -v jb="${5:-x}" -v ja="${6:-x}" \
+        -v n="$7" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" 'BEGIN {
+            split(mb, b, " "); split(ma, a, " "); split(pb, p0, " "); split(pa, p1, " ")
+            busy = a[1] - b[1]; all = a[2] - b[2]; us = 1e6 / hz / n
+            printf "%.2f %.1f", (all > 0 ? busy / all * cpus : 0), busy * us
+            if (pb == "x" || pa == "x") printf " - -"
+            else printf " %.1f %.1f", (p1[1] - p0[1]) * us, (p1[2] - p0[2]) * us
+            if (jb == "x" || ja == "x") print " -"
+            else printf " %.1f\n", (ja - jb) * us
+        }'
+}
+
+# perf_top DATA: the inclusive ("children") share of the named user-space
+# functions in a `perf record --call-graph` file, for the BENCH_PERF notes.
+perf_top() { # DATA: inclusive ("children") share of the named user-space functions
+    # What each step costs with everything it calls.  Debian's libcrypto has
+    # no names for its internal functions; those and the outer loop (main, the
+    # event loop) are left out.
+    perf report -i "$1" --stdio --children --sort symbol -g none --percent-limit 2.5 2>/dev/null |
+        grep -F '[.]' | grep -v '\] 0x' |
+        sed -E 's/^ *([0-9.]+%) +[0-9.]+% +\[.\] (.*[^ ]) +- +- *$/\1 \2/' |
+        grep -Ev ' (main|uv_run|run_poll_loop|_start|__libc_start_(call_)?main|__libc_start_main_impl|entry_SYSCALL_64_after_hwframe|do_syscall_64|process_runnable_tasks|run_tasks_from_lists)( \(inlined\))?$' |
+        head -24 | sed 's/^/    /'
+}

@@ -3,10 +3,11 @@
 
 usage: report.py RESULTS.tsv ENV NOTES IDLE_N MODE...
 RESULTS.tsv lines: mode, metric (bulk | crr | rss_before | rss_idle | rss_hwm | bulk_busy |
-bulk_cpu_machine | bulk_cpu_proxy_user | bulk_cpu_proxy_sys), round, value or "fail".
+bulk_cpu_machine | bulk_cpu_proxy_user | bulk_cpu_proxy_sys | crr_busy | crr_cpu_machine |
+crr_cpu_proxy_user | crr_cpu_proxy_sys | crr_cpu_journald), round, value or "fail".
 """
 
-from results import Results, bulk_cpu_table, gbps, measured_line, num, ratio
+from results import Results, bulk_cpu_table, conn_cpu_table, gbps, measured_line, num, ratio
 import sys
 
 LABEL = {
@@ -62,6 +63,7 @@ def main():
                "per idle conn = (VmRSS with them − VmRSS before) / "
                f"{idle_n}.")
     out += bulk_cpu_table(res, modes, LABEL, "moving every byte through a second TCP connection included")
+    out += conn_cpu_table(res, modes, LABEL)
 
     if "pcl" in modes:
         out.append("")

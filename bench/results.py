@@ -142,25 +142,58 @@ def bulk_cpu_table(res, modes, label, what):
                    f"{p[0] + p[1]:,.0f} of it ({p[1]:,.0f} in the kernel) → at most "
                    f"{cores * base / (busy * c):.2f}× of no proxy with every core busy")
     return out
-    # With the cores saturated, throughput is the cores' time over the CPU a
-    # gigabyte costs.  A proxy adds its own CPU per GB to what the client, the
-    # server and the kernel spend without it, so it cannot do better than
-    # base / (base + proxy) of no proxy; 0.7x needs proxy <= base * 3/7.
-    rests = [median(m, "bulk_cpu_machine") - sum(proxy_ms(m)) for m in modes
-             if proxy_ms(m) is not None and median(m, "bulk_cpu_machine") is not None]
-    spent = (f"{min(rests):,.0f}" if len(set(round(r) for r in rests)) == 1 else
-             f"{min(rests):,.0f}–{max(rests):,.0f}") if rests else "—"
-    out += ["",
-            f"The bound this sets: without a proxy the client, the server and the kernel spend "
-            f"{base:,.0f} CPU ms per GB; with one, the rest of the machine spent {spent} (last "
-            f"column), and the proxy adds its own.  So even with every core saturated a "
-            f"proxy reaches at most {base:,.0f} / ({base:,.0f} + its own) of no proxy's bulk, "
-            f"and 0.7× needs one that spends at most {base * 3 / 7:,.0f} ms per GB, {what}."]
+
+
+def conn_cpu_table(res, modes, label, ref="haproxy"):
+    """Markdown lines: the CPU a new connection costs, and what matching
+    the reference mode's connection rate would allow it."""
+    runs, median, cell = res.runs, res.median, res.cell
+
+    def f1(v):
+        return f"{v:,.1f}"
+
+    def f2(v):
+        return f"{v:.2f}"
+
+    out = ["",
+           "Where the CPU of a new connection goes: CPU time of the whole machine (client, "
+           "proxy, server, journald, the kernel) and of the proxy process alone (user space and "
+           "the kernel working for it) and of journald (which writes the proxy's events) during "
+           "the connection-rate runs, per connection (from /proc, 10 ms ticks).",
+           "",
+           "| mode | cores busy | machine, µs/conn | proxy, µs/conn | proxy user | proxy system "
+           "| journald | the rest |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    rows = 0
     for m in modes:
-        p = proxy_ms(m)
-        if p is None:
+        if not runs(m, "crr_cpu_machine")[1]:
             continue
-        out.append(f"- {label.get(m, m)}: {p[0] + p[1]:,.0f} ms per GB of its own → at most "
-                   f"{base / (base + p[0] + p[1]):.2f}× of no proxy; its system time alone "
-                   f"({p[1]:,.0f} ms) → at most {base / (base + p[1]):.2f}×")
+        rows += 1
+        mach = median(m, "crr_cpu_machine")
+        u, k = median(m, "crr_cpu_proxy_user"), median(m, "crr_cpu_proxy_sys")
+        j = median(m, "crr_cpu_journald")
+        p = None if u is None or k is None else u + k
+        rest = "—" if mach is None else f1(mach - (p or 0) - (j or 0))
+        out.append(f"| {label.get(m, m)} | {cell(m, 'crr_busy', f2)} | {cell(m, 'crr_cpu_machine', f1)} | "
+                   f"{'—' if p is None else f1(p)} | "
+                   f"{cell(m, 'crr_cpu_proxy_user', f1) if p is not None else '—'} | "
+                   f"{cell(m, 'crr_cpu_proxy_sys', f1) if p is not None else '—'} | "
+                   f"{cell(m, 'crr_cpu_journald', f1)} | {rest} |")
+    rate = median(ref, "crr")
+    if not rows or not rate:
+        return out
+    cores = os.cpu_count() or 1
+    budget = cores * 1e6 / rate
+    out += ["",
+            f"With all {cores} cores busy a mode makes at most {cores} / (the machine's CPU per "
+            f"connection) connections per second.  Matching {label.get(ref, ref)}'s {rate:,.0f}/s "
+            f"so allows at most {cores} × 10⁶ / {rate:,.0f} = {budget:,.1f} µs of the machine's "
+            f"CPU per connection."]
+    for m in modes:
+        c = median(m, "crr_cpu_machine")
+        if c is None or m == ref:
+            continue
+        out.append(f"- {label.get(m, m)}: {c:,.1f} µs per connection → at most "
+                   f"{cores * 1e6 / c:,.0f}/s = {cores * 1e6 / c / rate:.2f}× of "
+                   f"{label.get(ref, ref)} with every core busy")
     return out

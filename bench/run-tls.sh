@@ -552,16 +552,6 @@ done
 
 # BENCH_PERF=1: where the proxies spend their CPU while handshaking and while
 # serving keep-alive requests (one more run of each, not counted in the tables).
-perf_top() { # DATA: inclusive ("children") share of the named user-space functions
-    # What each step costs with everything it calls.  Debian's libcrypto has
-    # no names for its internal functions; those and the outer loop (main, the
-    # event loop) are left out.
-    perf report -i "$1" --stdio --children --sort symbol -g none --percent-limit 2.5 2>/dev/null |
-        grep -F '[.]' | grep -v '\] 0x' |
-        sed -E 's/^ *([0-9.]+%) +[0-9.]+% +\[.\] (.*[^ ]) +- +- *$/\1 \2/' |
-        grep -Ev ' (main|uv_run|run_poll_loop|_start|__libc_start_(call_)?main|__libc_start_main_impl|entry_SYSCALL_64_after_hwframe|do_syscall_64|process_runnable_tasks|run_tasks_from_lists)( \(inlined\))?$' |
-        head -24 | sed 's/^/    /'
-}
 if [ "${BENCH_PERF:-}" = 1 ]; then
     for m in pcl haproxy-tls; do
         case " $MODES " in *" $m "*) ;; *) continue ;; esac

@@ -13,6 +13,8 @@
 # BENCH_IDLE     idle connections for the memory figure (default 1000)
 # BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice
 #                haproxy-log
+# BENCH_PERF     1: after the rounds, one more connection-rate run of pcl and of
+#                haproxy under `perf record`; top symbols in the notes
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
 #                (auto: the journal when systemd-journald runs, else stderr to a file)
 # BENCH_OUT      where the Markdown table goes (default bench/results.md; only its
@@ -110,6 +112,7 @@ need_pkg python3 python3-minimal
 need_pkg iptables iptables
 need_pkg timeout coreutils
 case " $MODES " in *" haproxy"*) need_pkg haproxy haproxy ;; esac
+[ "${BENCH_PERF:-}" = 1 ] && need_pkg perf linux-perf
 HAPROXY=$(command -v haproxy || true)
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null # idle connections need fds everywhere
@@ -408,7 +411,9 @@ measure_idle() {
 
 # run_one MODE METRIC ROUND: one bulk or connection-rate run.
 run_one() {
-    local mode=$1 metric=$2 round=$3 out v rc mb ma pb pa bytes busy cms pus pss
+    local mode=$1 metric=$2 round=$3 out v rc mb ma pb pa jd jb ja bytes n busy cms pus pss jus
+    jd=$(pidof -s systemd-journald)
+    jb=$(cpu_ticks "$jd")
     mb=$(machine_ticks)
     pb=$(cpu_ticks_split "${PROC[$mode]:-}")
     if [ "$metric" = bulk ]; then
@@ -419,6 +424,7 @@ run_one() {
     rc=$?
     ma=$(machine_ticks)
     pa=$(cpu_ticks_split "${PROC[$mode]:-}")
+    ja=$(cpu_ticks "$jd")
     v=${out%% *}
     if [ $rc -ne 0 ] || [ -z "$v" ]; then
         v=fail
@@ -432,6 +438,15 @@ run_one() {
             echo -e "$mode\tbulk_busy\t$round\t$busy\n$mode\tbulk_cpu_machine\t$round\t$cms" >>"$RES"
             [ "$pus" != - ] &&
                 echo -e "$mode\tbulk_cpu_proxy_user\t$round\t$pus\n$mode\tbulk_cpu_proxy_sys\t$round\t$pss" >>"$RES"
+        fi
+        # crr prints "conn/s connections errors": where a connection's CPU went
+        read -r _ n _ <<<"$out"
+        if [ "$metric" = crr ] && [ "${n:-0}" -gt 0 ] 2>/dev/null; then
+            read -r busy cms pus pss jus < <(conn_cpu "$mb" "$ma" "$pb" "$pa" "$jb" "$ja" "$n")
+            echo -e "$mode\tcrr_busy\t$round\t$busy\n$mode\tcrr_cpu_machine\t$round\t$cms" >>"$RES"
+            [ "$pus" != - ] &&
+                echo -e "$mode\tcrr_cpu_proxy_user\t$round\t$pus\n$mode\tcrr_cpu_proxy_sys\t$round\t$pss" >>"$RES"
+            [ "$jus" != - ] && echo -e "$mode\tcrr_cpu_journald\t$round\t$jus" >>"$RES"
         fi
     fi
     echo -e "$mode\t$metric\t$round\t$v" >>"$RES"
@@ -460,9 +475,31 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-# Processes that should still be alive.
 NOTES=$D/notes
 : >"$NOTES"
+
+# BENCH_PERF=1: where the proxies spend their CPU while accepting, deciding
+# and relaying new connections (one more run of each, not counted).
+if [ "${BENCH_PERF:-}" = 1 ]; then
+    for m in pcl haproxy; do
+        case " $MODES " in *" $m "*) ;; *) continue ;; esac
+        tclient $((SECS + CLIENT_SLACK)) "$m" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" >"$D/perf-$m.txt" 2>&1 &
+        wp=$!
+        PIDS+=("$wp")
+        sleep 1
+        perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$m.data" \
+            -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+        wait "$wp"
+        unset 'PIDS[-1]' # waited for: its PID may be someone else's by cleanup
+        {
+            echo "perf record --call-graph dwarf -p <$m's pid> during a connection-rate run ($(cat "$D/perf-$m.txt")): share of its CPU in each named function and its callees"
+            perf_top "$D/perf-$m.data"
+        } >>"$NOTES"
+        sleep 1
+    done
+fi
+
+# Processes that should still be alive.
 for m in $MODES; do
     p=${PROC[$m]:-}
     if [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null; then
