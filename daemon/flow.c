@@ -69,9 +69,10 @@ struct flow {
     /* the peek at the first bytes: a ClientHello's SNI, an HTTP Host */
     uv_poll_t peek_poll;
     uv_timer_t peek_timer;
-    unsigned peek_handles;
-    bool peek_closing; /* flow_peek_done() ran: the handles are closing */
-    bool resolving;    /* a resolution for the SNI decision is pending */
+    unsigned peek_handles; /* open: 0 while the first look needed none */
+    bool peek_closing;     /* flow_peek_done() ran: the handles are closing */
+    bool peek_lowat;       /* SO_RCVLOWAT raised while waiting for more */
+    bool resolving;        /* a resolution for the SNI decision is pending */
     size_t peek_seen;
     bool peek_tls; /* what was seen so far starts a ClientHello */
     uint64_t peek_started_ms;
@@ -100,7 +101,7 @@ struct listener {
     bool polling;
 };
 
-static struct flow *peeking; /* flows whose peek handles are open */
+static struct flow *peeking; /* flows looking at their first bytes */
 static struct listener listeners[2];
 static size_t n_listeners;
 static uv_timer_t backoff_timer;
@@ -124,6 +125,7 @@ static void flow_refuse_if_stopping(struct flow *f)
     }
 }
 static void flow_peek_start(struct flow *f);
+static void flow_peek_open(struct flow *f);
 static void flow_maybe_finish(struct flow *f);
 static void on_peek_timer(uv_timer_t *t);
 
@@ -206,15 +208,15 @@ static void flow_emit(struct flow *f)
 
 static void flow_relay(struct flow *f);
 
-static void on_peek_closed(uv_handle_t *h)
+/* The peek is over (its handles, if any, closed): relay, or finish. */
+static void flow_peek_finish(struct flow *f)
 {
-    struct flow *f = h->data;
-    if (--f->peek_handles)
-        return;
     f->flags &= ~FLOW_F_PEEKING;
     DLIST_UNLINK(peeking, f, peek_prev, peek_next);
-    int one = 1;
-    setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    if (f->peek_lowat) {
+        int one = 1;
+        setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    }
     flow_refuse_if_stopping(f);
     bool no_relay = f->action == EVENT_ACTION_DENIED || f->inspect || f->terminate || f->up_failed;
     if (f->up_fd >= 0 && no_relay) {
@@ -226,6 +228,13 @@ static void on_peek_closed(uv_handle_t *h)
         flow_maybe_finish(f);
     else
         flow_relay(f);
+}
+
+static void on_peek_closed(uv_handle_t *h)
+{
+    struct flow *f = h->data;
+    if (--f->peek_handles == 0)
+        flow_peek_finish(f);
 }
 
 static void flow_peek_done(struct flow *f, const char *deny_reason)
@@ -240,6 +249,10 @@ static void flow_peek_done(struct flow *f, const char *deny_reason)
     }
     if (f->action == EVENT_ACTION_DENIED)
         f->inspect = f->terminate = false;
+    if (!f->peek_handles) {
+        flow_peek_finish(f); /* decided on the first look */
+        return;
+    }
     uv_poll_stop(&f->peek_poll);
     uv_timer_stop(&f->peek_timer);
     uv_close((uv_handle_t *)&f->peek_poll, on_peek_closed);
@@ -303,7 +316,9 @@ static const char *find_host(const char *b, size_t *ret_len)
 static void flow_peek_wait_more(struct flow *f, size_t n)
 {
     int lowat = (int)n + 1;
+    flow_peek_open(f);
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+    f->peek_lowat = true;
     if (!f->peek_seen) {
         uint64_t waited = uv_now(daemon_loop) - f->peek_started_ms;
         uint64_t left = waited < PEEK_HEAD_MS ? PEEK_HEAD_MS - waited : 0;
@@ -424,9 +439,11 @@ static void flow_peek_tls(struct flow *f, const struct tls_hello *hello)
         n--;
     f->sni[n] = '\0';
     /* The decision may wait for a resolution: no more wake-ups meanwhile. */
-    uv_poll_stop(&f->peek_poll);
-    uv_timer_stop(&f->peek_timer);
-    flow_peek_hold_upstream(f);
+    if (f->peek_handles) {
+        uv_poll_stop(&f->peek_poll);
+        uv_timer_stop(&f->peek_timer);
+        flow_peek_hold_upstream(f);
+    }
     flow_decide_name(f);
 }
 
@@ -460,7 +477,9 @@ static void flow_peek_http(struct flow *f, char *buf, size_t n)
     flow_peek_done(f, NULL);
 }
 
-static void flow_peek_check(struct flow *f)
+/* Look at what the client has sent.  Returns true when it has sent nothing
+ * yet (f untouched); otherwise f went on (and may be gone). */
+static bool flow_peek_check(struct flow *f)
 {
     static char buf[PEEK_MAX + 1]; /* the loop is single-threaded */
     struct tls_hello hello;
@@ -468,45 +487,46 @@ static void flow_peek_check(struct flow *f)
     ssize_t n = recv(f->fd, buf, PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
+            return true;
         flow_peek_done(f, NULL); /* the relay will see the error and reset */
-        return;
+        return false;
     }
     if (n == 0) {
         flow_peek_done(f, NULL);
-        return;
+        return false;
     }
     f->peek_tls = false;
     switch (tls_hello_parse((const uint8_t *)buf, (size_t)n, &hello)) {
     case TLS_HELLO_OK:
         flow_peek_tls(f, &hello);
-        return;
+        return false;
     case TLS_HELLO_NEED_MORE:
         f->peek_tls = true;
         flow_peek_wait_more(f, (size_t)n);
-        return;
+        return false;
     case TLS_HELLO_MALFORMED:
         flow_peek_done(f, "tls_hello_malformed");
-        return;
+        return false;
     case TLS_HELLO_TOO_LARGE:
         flow_peek_done(f, "tls_hello_too_large");
-        return;
+        return false;
     default: /* not TLS */
         break;
     }
     if (f->action == EVENT_ACTION_DENIED) {
         flow_peek_done(f, NULL); /* only a name from a ClientHello could have helped */
-        return;
+        return false;
     }
     if (f->tls_mode != POLICY_TLS_AUTO) {
         flow_peek_done(f, "not_tls");
-        return;
+        return false;
     }
     if (f->inspect) {
         flow_peek_done(f, NULL); /* the HTTP inspector checks every request */
-        return;
+        return false;
     }
     flow_peek_http(f, buf, (size_t)n);
+    return false;
 }
 
 static void on_peek_readable(uv_poll_t *p, int status, int events)
@@ -519,7 +539,7 @@ static void on_peek_readable(uv_poll_t *p, int status, int events)
     }
     if (f->late && !f->peek_seen)
         f->peek_started_ms = uv_now(daemon_loop); /* a late head gets its own deadline */
-    flow_peek_check(f);
+    (void)flow_peek_check(f);
 }
 
 static void on_upstream_event(uv_poll_t *p, int status, int events)
@@ -611,11 +631,11 @@ static void on_peek_timer(uv_timer_t *t)
     flow_peek_done(f, NULL);
 }
 
-static void flow_peek_start(struct flow *f)
+/* The peek's handles: a poll for the client's bytes, a deadline. */
+static void flow_peek_open(struct flow *f)
 {
-    f->flags |= FLOW_F_PEEKING;
-    DLIST_PUSH(peeking, f, peek_prev, peek_next);
-    f->peek_started_ms = uv_now(daemon_loop);
+    if (f->peek_handles)
+        return;
     uv_poll_init(daemon_loop, &f->peek_poll, f->fd);
     uv_timer_init(daemon_loop, &f->peek_timer);
     f->peek_poll.data = f->peek_timer.data = f;
@@ -626,6 +646,18 @@ static void flow_peek_start(struct flow *f)
     bool client_first = f->inspect || f->tls_mode != POLICY_TLS_AUTO || f->want_name;
     uv_timer_start(&f->peek_timer, on_peek_timer, client_first ? PEEK_HEAD_MS : PEEK_FIRST_BYTE_MS,
                    0);
+}
+
+static void flow_peek_start(struct flow *f)
+{
+    f->flags |= FLOW_F_PEEKING;
+    DLIST_PUSH(peeking, f, peek_prev, peek_next);
+    f->peek_started_ms = uv_now(daemon_loop);
+    /* Most clients have spoken by the time their connection is accepted:
+     * a first look decides those without a handle (no epoll registration,
+     * no timer, no close round).  The rest wait for their bytes. */
+    if (flow_peek_check(f))
+        flow_peek_open(f);
 }
 
 /* Hand an identified, allowed flow to the HTTP inspector. */
@@ -1207,7 +1239,8 @@ void flow_shutdown(void)
 {
     /* Flows still looking at their first bytes are refused (one waiting
      * for a resolution is, when it comes back). */
-    for (struct flow *f = peeking; f; f = f->peek_next) {
+    for (struct flow *f = peeking, *next; f; f = next) {
+        next = f->peek_next; /* a flow without handles finishes at once */
         if (f->peek_closing || f->resolving)
             continue;
         f->action = EVENT_ACTION_DENIED;
