@@ -6,9 +6,14 @@ usage: report_http.py wrk WRK-OUTPUT
            prints "req/s p50_ms p99_ms requests bad"; exit 1 when wrk did not
            finish or more than 1 % of the requests failed (non-2xx/3xx or
            socket errors)
-       report_http.py report RESULTS.tsv ENV NOTES MODE...
+       report_http.py base RESULTS.tsv MODE...
+           prints the lowest keep-alive req/s median of the MODEs present
+           (the base of the fixed loads); exit 1 when none has one
+       report_http.py report RESULTS.tsv ENV NOTES LOADS MODE...
            RESULTS.tsv lines: mode, metric (ka_rps ka_p50 ka_p99 ka_cpu_proxy
-           ka_cpu_journald hcrr ws raw), round, value or "fail"
+           ka_cpu_journald hcrr ws raw, load<L>_rps load<L>_p50 load<L>_p99
+           load<L>_p999 for each fixed load L of LOADS, and "- base_rps"),
+           round, value or "fail"
 """
 import re
 
@@ -53,7 +58,17 @@ def parse_wrk(path):
     return 0
 
 
-def report(res_path, env_path, notes_path, modes):
+def base(res_path, modes):
+    res = Results(res_path)
+    rates = [res.median(m, "ka_rps") for m in modes]
+    rates = [r for r in rates if r]
+    if not rates:
+        return 1
+    print(f"{min(rates):.0f}")
+    return 0
+
+
+def report(res_path, env_path, notes_path, loads, modes):
     res = Results(res_path)
     runs, median, cell = res.runs, res.median, res.cell
 
@@ -76,6 +91,29 @@ def report(res_path, env_path, notes_path, modes):
                    f"{ratio(c, median('noproxy', 'hcrr'))} | {ratio(c, median(hp, 'hcrr'))} |")
 
     out += cpu_table(res, modes, LABEL)
+
+    base_rps = median("-", "base_rps")
+    loads = [l for l in loads.split() if base_rps and runs(modes[0], f"load{l}_p99")[1]]
+    if loads:
+        out += ["",
+                "Latency at the same offered load: wrk above runs every mode at its own "
+                "saturation (a closed loop: the next request leaves when the last answer came), "
+                "so its percentiles compare different loads.  Here every mode gets the same fixed "
+                f"request rate, fractions of the lower keep-alive rate of portcullis and HAProxy "
+                f"({base_rps:,.0f}/s), from `tcpbench hrate`: an open loop over "
+                "the same number of keep-alive connections as wrk, one request scheduled every "
+                "1/rate s, round robin; latency runs from a request's scheduled time to its "
+                "response's last byte, so a stall counts for every request it delays.",
+                "",
+                "| offered load | mode | served req/s | p50, ms | p99, ms | p99.9, ms | p99 vs HAProxy |",
+                "|---|---|--:|--:|--:|--:|--:|"]
+        for l in loads:
+            rate = int(base_rps * float(l))
+            for m in modes:
+                p99 = median(m, f"load{l}_p99")
+                out.append(f"| {rate:,}/s ({l}×) | {LABEL.get(m, m)} | {cell(m, f'load{l}_rps', num)} | "
+                           f"{cell(m, f'load{l}_p50', ms)} | {cell(m, f'load{l}_p99', ms)} | "
+                           f"{cell(m, f'load{l}_p999', ms)} | {ratio(p99, median(hp, f'load{l}_p99'))} |")
 
     out += ["",
             "WebSocket bulk: the opening handshake (GET /ws, Upgrade: websocket) through the "
@@ -111,10 +149,15 @@ def report(res_path, env_path, notes_path, modes):
             hr, hp99 = median(hp, "ka_rps"), median(hp, "ka_p99")
             out.append(f"- keep-alive requests/s ≥ HAProxy's HTTP mode: {ratio(r, hr)} → "
                        f"{verdict(None if r is None or hr is None else r >= hr)}")
-            out.append(f"- p99 latency ≤ HAProxy's at the same load ({'—' if p99 is None else ms(p99)} ms vs "
-                       f"{'—' if hp99 is None else ms(hp99)} ms, both with the same "
-                       f"connections in flight): "
-                       f"{verdict(None if p99 is None or hp99 is None else p99 <= hp99)}")
+            for l in loads:
+                a, b = median("pcl", f"load{l}_p99"), median(hp, f"load{l}_p99")
+                out.append(f"- p99 latency ≤ HAProxy's at the same load, {int(base_rps * float(l)):,} "
+                           f"req/s offered to both: {'—' if a is None else ms(a)} ms vs "
+                           f"{'—' if b is None else ms(b)} ms → "
+                           f"{verdict(None if a is None or b is None else a <= b)}")
+            out.append(f"- (at saturation, wrk's closed loop: each mode at its own rate, the same "
+                       f"connections in flight) p99 {'—' if p99 is None else ms(p99)} ms vs "
+                       f"{'—' if hp99 is None else ms(hp99)} ms")
         out.append(f"- WebSocket bulk ≥ 0.9× the raw relay: {ratio(w, ref_raw)} → "
                    f"{verdict(None if w is None or ref_raw is None else w >= 0.9 * ref_raw)}")
         if hp in modes and "noproxy" in modes:
@@ -133,8 +176,10 @@ def report(res_path, env_path, notes_path, modes):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "wrk":
         return parse_wrk(sys.argv[2])
-    if len(sys.argv) >= 5 and sys.argv[1] == "report":
-        return report(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+    if len(sys.argv) >= 3 and sys.argv[1] == "base":
+        return base(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) >= 6 and sys.argv[1] == "report":
+        return report(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:])
     print(__doc__, file=sys.stderr)
     return 2
 

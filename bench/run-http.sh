@@ -14,6 +14,10 @@
 # BENCH_CONC     connections in flight for new connections/s (default 8)
 # BENCH_WRK_CONNS, BENCH_WRK_THREADS   wrk's -c and -t (default 32, 2)
 # BENCH_MODES    subset/order of: noproxy pcl pcl-noident haproxy-http haproxy-http-log
+# BENCH_LOADS    fixed offered loads for the latency comparison, as fractions of
+#                the lower of portcullis' and HAProxy's keep-alive req/s
+#                (default "0.5 0.8"; "" skips it)
+# BENCH_BASE_RPS the rate those fractions are of, instead (to compare runs)
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
 # BENCH_OUT      the Markdown file whose "http" section gets the tables
 #                (default bench/results.md; other sections are kept)
@@ -36,6 +40,7 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 MODES=${BENCH_MODES:-"noproxy pcl haproxy-http haproxy-http-log"}
 EVENTS=${BENCH_EVENTS:-auto}
 OUT=${BENCH_OUT:-$HERE/results.md}
+LOADS=${BENCH_LOADS-"0.5 0.8"}
 
 ID=$$
 PORT_BULK=5201 # +1 crr, +2 echo, +3 http: see tcpbench.c
@@ -274,6 +279,40 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# Latency at the same offered load: wrk's closed loop runs every mode at its
+# own saturation, so its percentiles compare different loads.  Here every
+# mode gets the same fixed request rate (open loop, tcpbench hrate), as
+# fractions of the lower keep-alive rate of portcullis and HAProxy.
+BASE_RPS=${BENCH_BASE_RPS:-$(python3 "$HERE/report_http.py" base "$RES" pcl haproxy-http 2>>"$D/runs.log")}
+if [ -n "$LOADS" ] && [ -n "$BASE_RPS" ]; then
+    echo -e "-\tbase_rps\t0\t$BASE_RPS" >>"$RES"
+    for load in $LOADS; do
+        rate=$(awk -v b="$BASE_RPS" -v l="$load" 'BEGIN {printf "%d", b * l}')
+        log "fixed load $load x $BASE_RPS = $rate req/s"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            for ((i = 0; i < N_MODES; i++)); do
+                m=${MODE_LIST[$(((i + r - 1) % N_MODES))]}
+                before=$(server_stat http_reqs)
+                out=$(tclient $((SECS + CLIENT_SLACK)) "$m" "$TB" hrate "$UP" "$PORT_HTTP" "$SECS" \
+                    "$WRK_CONNS" "$rate" "$UP_NAME" 2>>"$D/runs.log")
+                if [ $? -ne 0 ] || [ -z "$out" ]; then
+                    log "  $m load $load round $r: FAILED: $(tail -1 "$D/runs.log")"
+                    for k in rps p50 p99 p999; do record "$m" "load${load}_$k" "$r" fail; done
+                else
+                    log "  $m load $load round $r: $out"
+                    read -r v50 v99 v999 <<<"$(cut -d' ' -f2-4 <<<"$out")"
+                    record "$m" "load${load}_rps" "$r" "${out%% *}"
+                    record "$m" "load${load}_p50" "$r" "$v50"
+                    record "$m" "load${load}_p99" "$r" "$v99"
+                    record "$m" "load${load}_p999" "$r" "$v999"
+                fi
+                case $m in pcl*) SEEN[$m]=$((${SEEN[$m]:-0} + $(server_stat http_reqs) - before)) ;; esac
+                sleep 1
+            done
+        done
+    done
+fi
+
 NOTES=$D/notes
 : >"$NOTES"
 for m in $MODES; do
@@ -294,7 +333,7 @@ if [ "$EVENTS" = journal ]; then
     for m in $MODES; do
         case $m in pcl*) ;; *) continue ;; esac
         n=$(journalctl -q -o cat --since "@$T_ROUNDS" "_PID=${PROC[$m]}" PORTCULLIS_EVENT=HTTP:GET 2>/dev/null | wc -l)
-        echo "$m: the server saw ${SEEN[$m]:-0} requests through it during the rounds; the journal holds $n HTTP:GET events of its daemon from then on" >>"$NOTES"
+        echo "$m: the server saw ${SEEN[$m]:-0} requests through it during the runs; the journal holds $n HTTP:GET events of its daemon from then on" >>"$NOTES"
     done
 fi
 
@@ -307,7 +346,7 @@ fi
     echo "$ROUNDS rounds, ${SECS}s per run; wrk -t$WRK_THREADS -c$WRK_CONNS; $CONC connections in flight for new connections/s"
 } >"$D/env"
 
-python3 "$HERE/report_http.py" report "$RES" "$D/env" "$NOTES" $MODES >"$D/table.md" || die "report failed"
+python3 "$HERE/report_http.py" report "$RES" "$D/env" "$NOTES" "$LOADS" $MODES >"$D/table.md" || die "report failed"
 python3 "$HERE/mdsection.py" "$OUT" http "$D/table.md" || die "cannot write $OUT"
 cat "$D/table.md"
 log "tables written to the http section of $OUT"
