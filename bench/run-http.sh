@@ -18,6 +18,8 @@
 #                the lower of portcullis' and HAProxy's keep-alive req/s
 #                (default "0.5 0.8"; "" skips it)
 # BENCH_BASE_RPS the rate those fractions are of, instead (to compare runs)
+# BENCH_PERF     1: after the rounds, one more keep-alive run of pcl and of
+#                haproxy-http under `perf record`; top symbols in the notes
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
 # BENCH_OUT      the Markdown file whose "http" section gets the tables
 #                (default bench/results.md; other sections are kept)
@@ -59,6 +61,7 @@ need_pkg timeout coreutils
 need_pkg unshare util-linux
 need_pkg wrk wrk
 case " $MODES " in *" haproxy"*) need_pkg haproxy haproxy ;; esac
+[ "${BENCH_PERF:-}" = 1 ] && need_pkg perf linux-perf
 HAPROXY=$(command -v haproxy || true)
 for m in $MODES; do
     case $m in noproxy | pcl | pcl-noident | haproxy-http | haproxy-http-log) ;; *) die "unknown mode '$m'" ;; esac
@@ -315,6 +318,26 @@ fi
 
 NOTES=$D/notes
 : >"$NOTES"
+
+# BENCH_PERF=1: where the proxies spend their CPU while serving keep-alive
+# requests (one more run of each, not counted in the tables).
+if [ "${BENCH_PERF:-}" = 1 ]; then
+    for m in pcl haproxy-http; do
+        case " $MODES " in *" $m "*) ;; *) continue ;; esac
+        client_bg "$((SECS + CLIENT_SLACK))" "$m" wrk -d"${SECS}s" "${WRK_ARGS[@]}" >"$D/perf-$m.txt" 2>&1
+        wp=$CLIENT_PID
+        sleep 1
+        perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$m.data" \
+            -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+        wait "$wp"
+        forget_pid "$wp"
+        {
+            echo "perf record --call-graph dwarf -p <$m's pid> during a keep-alive run (wrk: $(grep -a 'Requests/sec' "$D/perf-$m.txt" | tr -s ' ')): share of its CPU in each named function and its callees"
+            perf_top "$D/perf-$m.data"
+        } >>"$NOTES"
+        sleep 1
+    done
+fi
 for m in $MODES; do
     p=${PROC[$m]:-}
     if [ -n "$p" ] && ! kill -0 "$p" 2>/dev/null; then

@@ -203,37 +203,6 @@ prefix() { # MODE: PFX, the command prefix that runs a client as MODE's client
     *) PFX=(ip netns exec "${CLIENT_NS[$1]}") ;;
     esac
 }
-# client_bg SECONDS MODE CMD...: CMD as MODE's client (as lib.sh's tclient:
-# killed after SECONDS), in the background, registered for cleanup while it
-# runs; CLIENT_PID.  client SECONDS MODE CMD...: the same, waited for.
-# Waiting with `wait` instead of running it in the foreground keeps Ctrl-C
-# working: timeout puts the client in a process group of its own, out of
-# reach of the terminal's SIGINT, and bash defers its INT trap until a
-# foreground command ends (and then skips it, taking the child's normal exit
-# for "the child handled it"), while `wait` returns at once.
-client_bg() {
-    local PFX t=$1
-    prefix "$2"
-    shift 2
-    timeout -k 5 "$t" "${PFX[@]}" "$@" &
-    CLIENT_PID=$!
-    PIDS+=("$CLIENT_PID")
-}
-client() {
-    local rc
-    client_bg "$@"
-    wait "$CLIENT_PID"
-    rc=$?
-    forget_pid "$CLIENT_PID"
-    return $rc
-}
-# forget_pid PID: a process we waited for leaves the cleanup list (its PID
-# may belong to someone else by the time cleanup runs).
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 netns_hosts() {
     mkdir -p "/etc/netns/$1" && UNDO+=("rm -rf /etc/netns/$1")
     cp "$D/hosts" "/etc/netns/$1/hosts"
