@@ -46,13 +46,13 @@ bulk_cpu() {
         }'
 }
 
-# conn_cpu MACHINE_BEFORE MACHINE_AFTER PROXY_BEFORE PROXY_AFTER
-#          JOURNALD_BEFORE JOURNALD_AFTER CONNECTIONS: prints
-# "BUSY MACHINE USER SYSTEM JOURNALD" for one connection-rate run: cores busy
-# on average, CPU µs per connection of the whole machine, of the proxy in
-# user space and in the kernel ("- -" without a proxy), and of journald ("-"
-# when it is not running).  As bulk_cpu; the journald pair is cpu_ticks.
-conn_cpu() {
+# op_cpu MACHINE_BEFORE MACHINE_AFTER PROXY_BEFORE PROXY_AFTER
+#        JOURNALD_BEFORE JOURNALD_AFTER OPS: prints "BUSY MACHINE USER SYSTEM
+# JOURNALD" for one run of OPS connections or requests: cores busy on
+# average, CPU µs per operation of the whole machine, of the proxy in user
+# space and in the kernel ("- -" without a proxy), and of journald ("-" when
+# it is not running).  As bulk_cpu; the journald pair is cpu_ticks.
+op_cpu() {
     awk -v mb="$1" -v ma="$2" -v pb="${3:-x}" -v pa="${4:-x}" -v jb="${5:-x}" -v ja="${6:-x}" \
         -v n="$7" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" 'BEGIN {
             split(mb, b, " "); split(ma, a, " "); split(pb, p0, " "); split(pa, p1, " ")

@@ -192,26 +192,36 @@ server_stat() { # NAME: one of the server's counters, fresh
 
 # measure_ka MODE ROUND OUT CMD...: one keep-alive run; CMD runs wrk, whose
 # output goes to OUT.  Records (through the caller's record) ka_rps, ka_p50,
-# ka_p99 and the CPU time per request of the proxy process PROC[MODE] and of
-# journald (ka_cpu_proxy, ka_cpu_journald).  Returns wrk's or the parser's
-# failure.
+# ka_p99, and per request the CPU time of the proxy process PROC[MODE] (in
+# all, user, system), of journald and of the whole machine, and the cores
+# busy (ka_cpu_proxy, ka_cpu_proxy_user, ka_cpu_proxy_sys, ka_cpu_journald,
+# ka_cpu_machine, ka_busy).  Returns wrk's or the parser's failure.
 measure_ka() {
-    local mode=$1 round=$2 out=$3 jd pb jb pa ja rc v rps p50 p99 n
+    local mode=$1 round=$2 out=$3 jd pb jb mb pa ja ma rc v rps p50 p99 n busy cms pus pss jus
     shift 3
     jd=$(pidof -s systemd-journald)
-    pb=$(cpu_ticks "${PROC[$mode]:-}")
+    pb=$(cpu_ticks_split "${PROC[$mode]:-}")
     jb=$(cpu_ticks "$jd")
+    mb=$(machine_ticks)
     "$@" >"$out" 2>&1
     rc=$?
-    pa=$(cpu_ticks "${PROC[$mode]:-}")
+    ma=$(machine_ticks)
+    pa=$(cpu_ticks_split "${PROC[$mode]:-}")
     ja=$(cpu_ticks "$jd")
     if [ $rc -eq 0 ] && v=$(python3 "$HERE/report_http.py" wrk "$out" 2>>"$D/runs.log"); then
         read -r rps p50 p99 n _ <<<"$v"
         record "$mode" ka_rps "$round" "$rps"
         record "$mode" ka_p50 "$round" "$p50"
         record "$mode" ka_p99 "$round" "$p99"
-        [ -n "${PROC[$mode]:-}" ] && record "$mode" ka_cpu_proxy "$round" "$(cpu_per_op "$pb" "$pa" "$n")"
-        record "$mode" ka_cpu_journald "$round" "$(cpu_per_op "$jb" "$ja" "$n")"
+        read -r busy cms pus pss jus < <(op_cpu "$mb" "$ma" "$pb" "$pa" "$jb" "$ja" "$n")
+        record "$mode" ka_busy "$round" "$busy"
+        record "$mode" ka_cpu_machine "$round" "$cms"
+        if [ "$pus" != - ]; then
+            record "$mode" ka_cpu_proxy "$round" "$(awk -v u="$pus" -v s="$pss" 'BEGIN {printf "%.1f", u + s}')"
+            record "$mode" ka_cpu_proxy_user "$round" "$pus"
+            record "$mode" ka_cpu_proxy_sys "$round" "$pss"
+        fi
+        [ "$jus" != - ] && record "$mode" ka_cpu_journald "$round" "$jus"
         log "  $mode ka round $round: $v"
         return 0
     fi

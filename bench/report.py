@@ -7,13 +7,14 @@ bulk_cpu_machine | bulk_cpu_proxy_user | bulk_cpu_proxy_sys | crr_busy | crr_cpu
 crr_cpu_proxy_user | crr_cpu_proxy_sys | crr_cpu_journald), round, value or "fail".
 """
 
-from results import Results, bulk_cpu_table, conn_cpu_table, gbps, measured_line, num, ratio
+from results import Results, bulk_cpu_table, op_cpu_table, gbps, measured_line, num, ratio
 import sys
 
 LABEL = {
     "noproxy": "no proxy (routed)",
     "pcl": "**portcullis**",
     "pcl-noident": "portcullis --no-ident",
+    "pcl-file": "portcullis, events to a file instead of the journal (--no-journal)",
     "pcl-nosplice": "portcullis --no-splice (copy path)",
     "haproxy": "HAProxy (TCP, nbthread 1)",
     "haproxy-splice": "HAProxy (TCP, nbthread 1, splice-auto)",
@@ -63,7 +64,7 @@ def main():
                "per idle conn = (VmRSS with them − VmRSS before) / "
                f"{idle_n}.")
     out += bulk_cpu_table(res, modes, LABEL, "moving every byte through a second TCP connection included")
-    out += conn_cpu_table(res, modes, LABEL)
+    out += op_cpu_table(res, modes, LABEL, "crr", "crr", "connection", "haproxy")
 
     if "pcl" in modes:
         out.append("")

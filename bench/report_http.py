@@ -10,20 +10,22 @@ usage: report_http.py wrk WRK-OUTPUT
            prints the lowest keep-alive req/s median of the MODEs present
            (the base of the fixed loads); exit 1 when none has one
        report_http.py report RESULTS.tsv ENV NOTES LOADS MODE...
-           RESULTS.tsv lines: mode, metric (ka_rps ka_p50 ka_p99 ka_cpu_proxy
+           RESULTS.tsv lines: mode, metric (ka_rps ka_p50 ka_p99 ka_busy ka_cpu_machine
+           ka_cpu_proxy ka_cpu_proxy_user ka_cpu_proxy_sys
            ka_cpu_journald hcrr ws raw, load<L>_rps load<L>_p50 load<L>_p99
            load<L>_p999 for each fixed load L of LOADS, and "- base_rps"),
            round, value or "fail"
 """
 import re
 
-from results import Results, cpu_table, gbps, measured_line, ms, num, ratio
+from results import Results, op_cpu_table, gbps, measured_line, ms, num, ratio
 import sys
 
 LABEL = {
     "noproxy": "no proxy (routed)",
     "pcl": "**portcullis** (protocol: rest, read-only)",
     "pcl-noident": "portcullis --no-ident (protocol: rest)",
+    "pcl-file": "portcullis, events to a file instead of the journal (--no-journal)",
     "haproxy-http": "HAProxy (mode http, nbthread 1)",
     "haproxy-http-log": "HAProxy (mode http, nbthread 1, httplog to the journal)",
 }
@@ -90,7 +92,7 @@ def report(res_path, env_path, notes_path, loads, modes):
                    f"{ratio(p99, median(hp, 'ka_p99'))} | {cell(m, 'hcrr', num)} | "
                    f"{ratio(c, median('noproxy', 'hcrr'))} | {ratio(c, median(hp, 'hcrr'))} |")
 
-    out += cpu_table(res, modes, LABEL)
+    out += op_cpu_table(res, modes, LABEL, "ka", "ka_rps", "keep-alive request", "haproxy-http")
 
     base_rps = median("-", "base_rps")
     loads = [l for l in loads.split() if base_rps and runs(modes[0], f"load{l}_p99")[1]]
@@ -126,6 +128,8 @@ def report(res_path, env_path, notes_path, loads, modes):
             "|---|--:|--:|--:|--:|"]
     ref_raw = median("pcl", "raw") if "pcl" in modes else None
     for m in modes:
+        if not runs(m, "ws")[1]:
+            continue
         w = median(m, "ws")
         own_raw = median(m, "raw")
         out.append(f"| {LABEL.get(m, m)} | {cell(m, 'ws', gbps)} | {ratio(w, median('noproxy', 'ws'))} | "

@@ -8,7 +8,8 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
     tlscrr: a new TLS connection with a full handshake per request),
     hs_conns (client connections counted in nat PREROUTING during the hs
     run), hs_up hs_up_resumed (connections nginx saw, and how many of them
-    resumed a session), ka_rps ka_p50 ka_p99 ka_cpu_proxy ka_cpu_journald (wrk keep-alive), bulk (Gbit/s),
+    resumed a session), ka_rps ka_p50 ka_p99 ka_busy ka_cpu_machine ka_cpu_proxy
+    ka_cpu_proxy_user ka_cpu_proxy_sys ka_cpu_journald (wrk keep-alive), bulk (Gbit/s),
     bulk_busy (cores busy) bulk_cpu_machine bulk_cpu_proxy_user bulk_cpu_proxy_sys
     (CPU ms per GB).
     Round 0 (pcl): leaf_hits leaf_misses leaf_entries conns_total wrk_probes.
@@ -17,7 +18,7 @@ usage: report_tls.py report RESULTS.tsv ENV NOTES MODE...
 """
 import sys
 
-from results import Results, bulk_cpu_table, cpu_table, gbps, measured_line, ms, num, ratio
+from results import Results, bulk_cpu_table, op_cpu_table, gbps, measured_line, ms, num, ratio
 
 LABEL = {
     "noproxy": "no proxy (TLS end to end, routed)",
@@ -98,7 +99,7 @@ def main():
         out.append(f"| {LABEL.get(m, m)} | {cell(m, 'ka_rps', num)} | {ratio(r, median('noproxy', 'ka_rps'))} | "
                    f"{ratio(r, median(HP, 'ka_rps'))} | {cell(m, 'ka_p50', ms)} | {cell(m, 'ka_p99', ms)} | "
                    f"{ratio(p99, median(HP, 'ka_p99'))} |")
-    out += cpu_table(res, modes, LABEL)
+    out += op_cpu_table(res, modes, LABEL, "ka", "ka_rps", "keep-alive request", "haproxy-tls")
 
     # ---- bulk
     out += ["",

@@ -58,26 +58,6 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
-def cpu_table(res, modes, label):
-    """Markdown lines: CPU per keep-alive request of the proxy and journald."""
-    out = ["",
-           "Where the CPU of a keep-alive request goes: the CPU time the proxy process (all its "
-           "threads) and journald used during the keep-alive runs, divided by the requests "
-           "served (from /proc, 10 ms ticks; the client and the upstream share the same two "
-           "cores).",
-           "",
-           "| mode | proxy, µs/request | journald, µs/request | both |",
-           "|---|--:|--:|--:|"]
-    for m in modes:
-        if not res.runs(m, "ka_rps")[1]:
-            continue
-        p, j = res.median(m, "ka_cpu_proxy"), res.median(m, "ka_cpu_journald")
-        both = "—" if p is None or j is None else us(p + j)
-        out.append(f"| {label.get(m, m)} | {res.cell(m, 'ka_cpu_proxy', us)} | "
-                   f"{res.cell(m, 'ka_cpu_journald', us)} | {both} |")
-    return out
-
-
 def bulk_cpu_table(res, modes, label, what):
     """Markdown lines: the CPU a bulk gigabyte costs, and the bound it sets on
     a proxy's bulk against no proxy (what: what the proxy's CPU covers)."""
@@ -144,9 +124,13 @@ def bulk_cpu_table(res, modes, label, what):
     return out
 
 
-def conn_cpu_table(res, modes, label, ref="haproxy"):
-    """Markdown lines: the CPU a new connection costs, and what matching
-    the reference mode's connection rate would allow it."""
+def op_cpu_table(res, modes, label, prefix, rate_metric, what, ref):
+    """Markdown lines: the CPU one operation (what: "connection", "request")
+    costs the machine, the proxy and journald, from the PREFIX_busy,
+    PREFIX_cpu_machine, PREFIX_cpu_proxy_user, PREFIX_cpu_proxy_sys and
+    PREFIX_cpu_journald metrics; then what matching ref's rate (its
+    rate_metric) would leave a proxy that writes one journal entry per
+    operation."""
     runs, median, cell = res.runs, res.median, res.cell
 
     def f1(v):
@@ -155,45 +139,56 @@ def conn_cpu_table(res, modes, label, ref="haproxy"):
     def f2(v):
         return f"{v:.2f}"
 
+    def parts(m):
+        mach = median(m, f"{prefix}_cpu_machine")
+        u, k = median(m, f"{prefix}_cpu_proxy_user"), median(m, f"{prefix}_cpu_proxy_sys")
+        j = median(m, f"{prefix}_cpu_journald")
+        p = None if u is None or k is None else u + k
+        rest = None if mach is None else mach - (p or 0) - (j or 0)
+        return mach, p, j, rest
+
     out = ["",
-           "Where the CPU of a new connection goes: CPU time of the whole machine (client, "
-           "proxy, server, journald, the kernel) and of the proxy process alone (user space and "
-           "the kernel working for it) and of journald (which writes the proxy's events) during "
-           "the connection-rate runs, per connection (from /proc, 10 ms ticks).",
+           f"Where the CPU of a {what} goes: CPU time of the whole machine (client, proxy, "
+           f"server, journald, the kernel), of the proxy process alone (user space, and the "
+           f"kernel working for it) and of journald (which stores the proxy's events), per "
+           f"{what} (from /proc, 10 ms ticks); cores busy: how many cores were busy on average.",
            "",
-           "| mode | cores busy | machine, µs/conn | proxy, µs/conn | proxy user | proxy system "
-           "| journald | the rest |",
+           f"| mode | cores busy | machine, µs/{what} | proxy | proxy user | proxy system "
+           f"| journald | the rest |",
            "|---|--:|--:|--:|--:|--:|--:|--:|"]
     rows = 0
     for m in modes:
-        if not runs(m, "crr_cpu_machine")[1]:
+        if not runs(m, f"{prefix}_cpu_machine")[1]:
             continue
         rows += 1
-        mach = median(m, "crr_cpu_machine")
-        u, k = median(m, "crr_cpu_proxy_user"), median(m, "crr_cpu_proxy_sys")
-        j = median(m, "crr_cpu_journald")
-        p = None if u is None or k is None else u + k
-        rest = "—" if mach is None else f1(mach - (p or 0) - (j or 0))
-        out.append(f"| {label.get(m, m)} | {cell(m, 'crr_busy', f2)} | {cell(m, 'crr_cpu_machine', f1)} | "
-                   f"{'—' if p is None else f1(p)} | "
-                   f"{cell(m, 'crr_cpu_proxy_user', f1) if p is not None else '—'} | "
-                   f"{cell(m, 'crr_cpu_proxy_sys', f1) if p is not None else '—'} | "
-                   f"{cell(m, 'crr_cpu_journald', f1)} | {rest} |")
-    rate = median(ref, "crr")
-    if not rows or not rate:
+        mach, p, j, rest = parts(m)
+        out.append(f"| {label.get(m, m)} | {cell(m, f'{prefix}_busy', f2)} | "
+                   f"{cell(m, f'{prefix}_cpu_machine', f1)} | {'—' if p is None else f1(p)} | "
+                   f"{cell(m, f'{prefix}_cpu_proxy_user', f1) if p is not None else '—'} | "
+                   f"{cell(m, f'{prefix}_cpu_proxy_sys', f1) if p is not None else '—'} | "
+                   f"{cell(m, f'{prefix}_cpu_journald', f1)} | {'—' if rest is None else f1(rest)} |")
+    rate = median(ref, rate_metric)
+    _, ref_p, _, ref_rest = parts(ref)
+    journald = median("pcl", f"{prefix}_cpu_journald")
+    if not rows or not rate or ref_p is None or ref_rest is None:
         return out
     cores = os.cpu_count() or 1
     budget = cores * 1e6 / rate
     out += ["",
-            f"With all {cores} cores busy a mode makes at most {cores} / (the machine's CPU per "
-            f"connection) connections per second.  Matching {label.get(ref, ref)}'s {rate:,.0f}/s "
-            f"so allows at most {cores} × 10⁶ / {rate:,.0f} = {budget:,.1f} µs of the machine's "
-            f"CPU per connection."]
+            f"With all {cores} cores busy a mode serves at most {cores} × 10⁶ / (the machine's µs "
+            f"per {what}) {what}s per second, so matching {label.get(ref, ref)}'s {rate:,.0f}/s "
+            f"allows the machine {budget:,.1f} µs per {what}."]
+    if journald:
+        left = budget - ref_rest - journald
+        out.append(f"In that run the client, the server and the kernel outside the proxy took "
+                   f"{ref_rest:,.1f} of them; journald spends {journald:,.1f} µs on each event "
+                   f"(portcullis' run), one per {what} by the journal contract.  That leaves a "
+                   f"proxy that logs every {what} {left:,.1f} µs of its own, where "
+                   f"{label.get(ref, ref)}, logging nothing, spent {ref_p:,.1f}.")
     for m in modes:
-        c = median(m, "crr_cpu_machine")
+        c = median(m, f"{prefix}_cpu_machine")
         if c is None or m == ref:
             continue
-        out.append(f"- {label.get(m, m)}: {c:,.1f} µs per connection → at most "
-                   f"{cores * 1e6 / c:,.0f}/s = {cores * 1e6 / c / rate:.2f}× of "
-                   f"{label.get(ref, ref)} with every core busy")
+        out.append(f"- {label.get(m, m)}: {c:,.1f} µs per {what} → at most {cores * 1e6 / c:,.0f}/s "
+                   f"= {cores * 1e6 / c / rate:.2f}× of {label.get(ref, ref)} with every core busy")
     return out

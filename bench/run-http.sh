@@ -13,7 +13,8 @@
 # BENCH_SECS     seconds per run (default 5)
 # BENCH_CONC     connections in flight for new connections/s (default 8)
 # BENCH_WRK_CONNS, BENCH_WRK_THREADS   wrk's -c and -t (default 32, 2)
-# BENCH_MODES    subset/order of: noproxy pcl pcl-noident haproxy-http haproxy-http-log
+# BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-file haproxy-http
+#                haproxy-http-log (pcl-file: events to a file, --no-journal)
 # BENCH_LOADS    fixed offered loads for the latency comparison, as fractions of
 #                the lower of portcullis' and HAProxy's keep-alive req/s
 #                (default "0.5 0.8"; "" skips it)
@@ -39,7 +40,7 @@ SECS=${BENCH_SECS:-5}
 CONC=${BENCH_CONC:-8}
 WRK_CONNS=${BENCH_WRK_CONNS:-32}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
-MODES=${BENCH_MODES:-"noproxy pcl haproxy-http haproxy-http-log"}
+MODES=${BENCH_MODES:-"noproxy pcl pcl-file haproxy-http haproxy-http-log"}
 EVENTS=${BENCH_EVENTS:-auto}
 OUT=${BENCH_OUT:-$HERE/results.md}
 LOADS=${BENCH_LOADS-"0.5 0.8"}
@@ -64,7 +65,7 @@ case " $MODES " in *" haproxy"*) need_pkg haproxy haproxy ;; esac
 [ "${BENCH_PERF:-}" = 1 ] && need_pkg perf linux-perf
 HAPROXY=$(command -v haproxy || true)
 for m in $MODES; do
-    case $m in noproxy | pcl | pcl-noident | haproxy-http | haproxy-http-log) ;; *) die "unknown mode '$m'" ;; esac
+    case $m in noproxy | pcl | pcl-noident | pcl-file | haproxy-http | haproxy-http-log) ;; *) die "unknown mode '$m'" ;; esac
 done
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -203,6 +204,7 @@ for m in $MODES; do
     noproxy) setup_noproxy ;;
     pcl) setup_pcl pcl ;;
     pcl-noident) setup_pcl pcl-noident --no-ident ;;
+    pcl-file) setup_pcl pcl-file --no-journal ;;
     haproxy-http) setup_haproxy_http haproxy-http 2 0 ;;
     # One journal line per request (option httplog), as portcullis writes
     # one event per request on an inspected endpoint.
@@ -254,6 +256,7 @@ run_metric() {
 
 metrics_of() { # MODE: what runs for it, in order (raw right after ws)
     case $1 in
+    pcl-file) echo "ka hcrr" ;; # the journal's share; the relay is pcl's
     pcl*) echo "ka hcrr ws raw" ;;
     *) echo "ka hcrr ws" ;;
     esac
@@ -354,7 +357,7 @@ if [ "$EVENTS" = journal ]; then
     # the journal's entries match the requests the server saw?
     sleep 2
     for m in $MODES; do
-        case $m in pcl*) ;; *) continue ;; esac
+        case $m in pcl-file) continue ;; pcl*) ;; *) continue ;; esac
         n=$(journalctl -q -o cat --since "@$T_ROUNDS" "_PID=${PROC[$m]}" PORTCULLIS_EVENT=HTTP:GET 2>/dev/null | wc -l)
         echo "$m: the server saw ${SEEN[$m]:-0} requests through it during the runs; the journal holds $n HTTP:GET events of its daemon from then on" >>"$NOTES"
     done

@@ -11,8 +11,8 @@
 # BENCH_SECS     seconds per bulk / connection-rate run (default 5)
 # BENCH_CONC     connections in flight for the connection rate (default 8)
 # BENCH_IDLE     idle connections for the memory figure (default 1000)
-# BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice
-#                haproxy-log
+# BENCH_MODES    subset/order of: noproxy pcl pcl-noident pcl-file pcl-nosplice haproxy
+#                haproxy-splice haproxy-log (pcl-file: events to a file, --no-journal)
 # BENCH_PERF     1: after the rounds, one more connection-rate run of pcl and of
 #                haproxy under `perf record`; top symbols in the notes
 # BENCH_EVENTS   auto | journal | stderr: where portcullisd writes its events
@@ -33,7 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECS:-5}
 CONC=${BENCH_CONC:-8}
 IDLE_N=${BENCH_IDLE:-1000}
-MODES=${BENCH_MODES:-"noproxy pcl pcl-noident pcl-nosplice haproxy haproxy-splice haproxy-log"}
+MODES=${BENCH_MODES:-"noproxy pcl pcl-noident pcl-file pcl-nosplice haproxy haproxy-splice haproxy-log"}
 EVENTS=${BENCH_EVENTS:-auto}
 OUT=${BENCH_OUT:-$HERE/results.md}
 
@@ -351,6 +351,7 @@ for m in $MODES; do
     noproxy) setup_noproxy ;;
     pcl) setup_pcl pcl ;;
     pcl-noident) setup_pcl pcl-noident --no-ident ;;
+    pcl-file) setup_pcl pcl-file --no-journal ;;
     pcl-nosplice) setup_pcl pcl-nosplice --no-splice ;;
     haproxy) setup_haproxy haproxy 2 ;;
     haproxy-splice) setup_haproxy haproxy-splice 3 "    option splice-auto" ;;
@@ -442,7 +443,7 @@ run_one() {
         # crr prints "conn/s connections errors": where a connection's CPU went
         read -r _ n _ <<<"$out"
         if [ "$metric" = crr ] && [ "${n:-0}" -gt 0 ] 2>/dev/null; then
-            read -r busy cms pus pss jus < <(conn_cpu "$mb" "$ma" "$pb" "$pa" "$jb" "$ja" "$n")
+            read -r busy cms pus pss jus < <(op_cpu "$mb" "$ma" "$pb" "$pa" "$jb" "$ja" "$n")
             echo -e "$mode\tcrr_busy\t$round\t$busy\n$mode\tcrr_cpu_machine\t$round\t$cms" >>"$RES"
             [ "$pus" != - ] &&
                 echo -e "$mode\tcrr_cpu_proxy_user\t$round\t$pus\n$mode\tcrr_cpu_proxy_sys\t$round\t$pss" >>"$RES"
