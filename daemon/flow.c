@@ -986,6 +986,28 @@ static void ident_enqueue(struct flow *f)
     ident_batch_submit();
 }
 
+/* Most flows come from a process the sandbox's lookup context has seen
+ * connect before: then a few syscalls here name it, without the round trip
+ * through the pool (two thread wake-ups per batch).  Returns whether the
+ * lookup is done; otherwise the pool takes it. */
+static bool ident_quick(struct flow *f)
+{
+    char exe[PATH_MAX];
+    if (!f->sb->ident)
+        return false; /* the namespace is still to be found: the pool's job */
+    int r = ident_lookup_quick(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, exe,
+                               sizeof(exe));
+    if (r == -EAGAIN || r == -ETIMEDOUT)
+        return false;
+    if (r < 0) {
+        f->pid = 0; /* -ENOENT: the socket or its process is already gone */
+    } else {
+        f->exe = exe[0] ? strdup(exe) : NULL;
+    }
+    f->flags |= FLOW_F_IDENT_DONE;
+    return true;
+}
+
 static int get_original_dst(int fd, int family, struct net_addr *ret, uint16_t *ret_port)
 {
     struct sockaddr_storage ss;
@@ -1060,11 +1082,10 @@ static void flow_accepted(int fd, int family, const struct sockaddr_storage *pee
     sb->n_flows++;
     f->flags |= FLOW_F_COUNTED;
 
-    if (!ident_possible(sb)) {
+    if (!ident_possible(sb))
         f->flags |= FLOW_F_IDENT_DONE;
-    } else {
+    else if (!ident_quick(f))
         ident_enqueue(f);
-    }
     flow_decide(f);
 }
 

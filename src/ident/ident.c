@@ -82,6 +82,11 @@
  * those it closed. */
 #define IDENT_MEMBER_FDS 16
 
+/* ident_lookup_quick(): the most recently useful members it probes, and the
+ * readlinks it may spend on them. */
+#define IDENT_QUICK_MEMBERS 4
+#define IDENT_QUICK_PROBES 16
+
 struct ident_member {
     pid_t pid;
     uint64_t start; /* field 22 of /proc/PID/stat: ticks after boot */
@@ -651,10 +656,11 @@ static void member_set_fds(struct ident_ctx *ctx, pid_t pid, uint64_t start, con
 
 /* The first of list (scanned last to first) whose fd table holds "want" and
  * that is still that member.  Returns 1 with *ret_pid and *ret_piddir (open),
- * 0, or -E2BIG.  Members found gone are dropped. */
+ * 0, or -E2BIG.  Members found gone are dropped.  probe_only: only the fds
+ * where a member held sockets before, never a listing of its table. */
 static int members_scan(struct ident_ctx *ctx, const struct ident_member *list, size_t n,
-                        const char *want, size_t want_len, long *budget, pid_t *ret_pid,
-                        int *ret_piddir)
+                        const char *want, size_t want_len, bool probe_only, long *budget,
+                        pid_t *ret_pid, int *ret_piddir)
 {
     while (n-- > 0) {
         const struct ident_member *m = &list[n];
@@ -671,7 +677,7 @@ static int members_scan(struct ident_ctx *ctx, const struct ident_member *list, 
             pthread_mutex_lock(&ctx->lock);
             ctx->stats.probe_hits++;
             pthread_mutex_unlock(&ctx->lock);
-        } else if (h == 0) {
+        } else if (h == 0 && !probe_only) {
             int fds[IDENT_MEMBER_FDS];
             unsigned n_fds = 0;
 
@@ -1114,7 +1120,7 @@ static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns,
         n = members_snapshot(ctx, &gen, &list);
         if (n < 0)
             return (int)n;
-        r = members_scan(ctx, list, (size_t)n, want, want_len, &budget, ret_pid, ret_piddir);
+        r = members_scan(ctx, list, (size_t)n, want, want_len, false, &budget, ret_pid, ret_piddir);
         free(list);
         if (r != 0)
             return r < 0 ? r : 0;
@@ -1122,9 +1128,36 @@ static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns,
     return -ENOENT;
 }
 
-int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
-                 const struct net_addr *dst, uint16_t dport, pid_t *ret_pid, char *ret_exe,
-                 size_t exe_len)
+/* find_holder() within a few syscalls: the socket cache, then the remembered
+ * fds of the IDENT_QUICK_MEMBERS most recently useful members.  -EAGAIN when
+ * that does not find the holder. */
+static int find_holder_quick(struct ident_ctx *ctx, uint32_t inode, pid_t *ret_pid, int *ret_piddir)
+{
+    struct ident_member recent[IDENT_QUICK_MEMBERS];
+    long budget = IDENT_QUICK_PROBES;
+    char want[32];
+    size_t want_len, n;
+    int r;
+
+    want_len = (size_t)snprintf(want, sizeof(want), "socket:[%u]", inode);
+    if (sock_try(ctx, inode, want, want_len, ret_pid, ret_piddir)) {
+        pthread_mutex_lock(&ctx->lock);
+        ctx->stats.sock_hits++;
+        pthread_mutex_unlock(&ctx->lock);
+        return 0;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    n = ctx->n_members < IDENT_QUICK_MEMBERS ? ctx->n_members : IDENT_QUICK_MEMBERS;
+    memcpy(recent, ctx->members + ctx->n_members - n, n * sizeof(recent[0]));
+    pthread_mutex_unlock(&ctx->lock);
+    r = members_scan(ctx, recent, n, want, want_len, true, &budget, ret_pid, ret_piddir);
+    return r == 1 ? 0 : -EAGAIN;
+}
+
+/* ident_lookup() and ident_lookup_quick(). */
+static int lookup_flow(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
+                       const struct net_addr *dst, uint16_t dport, bool quick, pid_t *ret_pid,
+                       char *ret_exe, size_t exe_len)
 {
     struct diag_query q = {.src = src, .dst = dst, .sport = sport, .dport = dport};
     char exe[PATH_MAX];
@@ -1146,7 +1179,8 @@ int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t spo
     if (r < 0)
         return r;
     /* Any walk that starts from now on lists the holder. */
-    r = find_holder(ctx, inode, now_ns(), &pid, &piddir);
+    r = quick ? find_holder_quick(ctx, inode, &pid, &piddir)
+              : find_holder(ctx, inode, now_ns(), &pid, &piddir);
     if (r < 0)
         return r;
 
@@ -1164,4 +1198,18 @@ int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t spo
     if (ret_exe && exe_len)
         str_copy(ret_exe, exe, exe_len);
     return 0;
+}
+
+int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
+                 const struct net_addr *dst, uint16_t dport, pid_t *ret_pid, char *ret_exe,
+                 size_t exe_len)
+{
+    return lookup_flow(ctx, src, sport, dst, dport, false, ret_pid, ret_exe, exe_len);
+}
+
+int ident_lookup_quick(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
+                       const struct net_addr *dst, uint16_t dport, pid_t *ret_pid, char *ret_exe,
+                       size_t exe_len)
+{
+    return lookup_flow(ctx, src, sport, dst, dport, true, ret_pid, ret_exe, exe_len);
 }

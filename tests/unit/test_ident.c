@@ -728,6 +728,70 @@ static void test_cache_path(void **state)
     ident_ctx_free(ctx);
 }
 
+static int lookup_quick(struct ident_ctx *ctx, const struct flow *f, pid_t *pid)
+{
+    return ident_lookup_quick(ctx, &f->src, f->sport, &f->dst, f->dport, pid, NULL, 0);
+}
+
+/* The quick lookup (the daemon's, on its event loop) answers only from what
+ * the context already knows, never listing a fd table or walking /proc, and
+ * says -EAGAIN otherwise. */
+static void test_quick_path(void **state)
+{
+    struct ident_stats s0, s1, s2;
+    struct ident_ctx *ctx;
+    struct nschild c;
+    char exe[PATH_MAX];
+    pid_t pid = 0;
+
+    (void)state;
+    nschild_start(&c);
+    ctx = ctx_for(c.pid);
+
+    /* A fresh context knows no process: the pool's full lookup is needed. */
+    s0 = stats_of(ctx);
+    assert_int_equal(lookup_quick(ctx, &c.flows[1], &pid), -EAGAIN);
+    s1 = stats_of(ctx);
+    assert_int_equal(s1.walks, s0.walks);
+    assert_int_equal(s1.scans, s0.scans);
+
+    /* The full lookup of flow 1 lists the child's fd table, which holds
+     * flow 0's socket too: both fds are remembered. */
+    assert_int_equal(lookup(ctx, &c.flows[1], &pid), 0);
+    assert_int_equal(pid, c.pid);
+
+    /* Flow 0 quickly, without the socket cache: found at a remembered fd. */
+    sock_cache_clear(ctx);
+    s1 = stats_of(ctx);
+    pid = 0;
+    assert_int_equal(ident_lookup_quick(ctx, &c.flows[0].src, c.flows[0].sport, &c.flows[0].dst,
+                                        c.flows[0].dport, &pid, exe, sizeof(exe)),
+                     0);
+    assert_int_equal(pid, c.pid);
+    assert_true(exe[0] == '/');
+    s2 = stats_of(ctx);
+    assert_int_equal(s2.probe_hits, s1.probe_hits + 1);
+    assert_int_equal(s2.scans, s1.scans);
+    assert_int_equal(s2.walks, s1.walks);
+
+    /* A tuple no socket has: -ENOENT from the netlink query, as the full
+     * lookup says. */
+    assert_int_equal(ident_lookup_quick(ctx, &c.flows[0].src, (uint16_t)(c.flows[0].sport ^ 1),
+                                        &c.flows[0].dst, c.flows[0].dport, &pid, NULL, 0),
+                     -ENOENT);
+
+    /* Its remembered fds forgotten, the member is not listed quickly. */
+    sock_cache_clear(ctx);
+    member_fds_clear(ctx);
+    s1 = stats_of(ctx);
+    assert_int_equal(lookup_quick(ctx, &c.flows[0], &pid), -EAGAIN);
+    assert_int_equal(stats_of(ctx).scans, s1.scans);
+
+    teardown_child(NULL);
+    nschild_close(&c);
+    ident_ctx_free(ctx);
+}
+
 /* A cached member that exited is not reported: the process that holds the
  * socket now (forked from it, so unknown to the cache) is. */
 static void test_member_exited(void **state)
@@ -1051,6 +1115,7 @@ int main(void)
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test_teardown(test_other_netns, teardown_child),
         cmocka_unit_test_teardown(test_cache_path, teardown_child),
+        cmocka_unit_test_teardown(test_quick_path, teardown_child),
         cmocka_unit_test_teardown(test_member_exited, teardown_child),
         cmocka_unit_test_teardown(test_pid_reuse, teardown_child),
         cmocka_unit_test_teardown(test_inode_reuse, teardown_child),
