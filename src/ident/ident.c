@@ -1148,7 +1148,8 @@ static int find_holder_quick(struct ident_ctx *ctx, uint32_t inode, pid_t *ret_p
     }
     pthread_mutex_lock(&ctx->lock);
     n = ctx->n_members < IDENT_QUICK_MEMBERS ? ctx->n_members : IDENT_QUICK_MEMBERS;
-    memcpy(recent, ctx->members + ctx->n_members - n, n * sizeof(recent[0]));
+    if (n > 0) /* (members is NULL before the first walk) */
+        memcpy(recent, ctx->members + ctx->n_members - n, n * sizeof(recent[0]));
     pthread_mutex_unlock(&ctx->lock);
     r = members_scan(ctx, recent, n, want, want_len, true, &budget, ret_pid, ret_piddir);
     return r == 1 ? 0 : -EAGAIN;
