@@ -997,10 +997,10 @@ static bool ident_quick(struct flow *f)
         return false; /* the namespace is still to be found: the pool's job */
     int r = ident_lookup_quick(f->sb->ident, &f->src, f->sport, &f->dst, f->dport, &f->pid, exe,
                                sizeof(exe));
-    if (r == -EAGAIN || r == -ETIMEDOUT)
-        return false;
+    if (r < 0 && r != -ENOENT)
+        return false; /* not known yet (-EAGAIN), or a failure the pool may not have */
     if (r < 0) {
-        f->pid = 0; /* -ENOENT: the socket or its process is already gone */
+        f->pid = 0; /* the socket or its process is already gone */
     } else {
         f->exe = exe[0] ? strdup(exe) : NULL;
     }
