@@ -4,9 +4,14 @@
  * With the nf_tables backend, the first iptables-restore on a host without
  * tables creates "ip raw", "ip6 nat", ... with base chains, and removing our
  * chains leaves those tables behind, which iptables-save then prints.  The
- * tables an apply created are listed in STATE/nft-tables-created; once
- * nothing but bare accepting base chains is left in one, it is deleted.  A
- * table that existed before is never listed, so never deleted.
+ * tables an apply created are listed in RULES_NFT_REGISTRY; once nothing
+ * but bare accepting base chains is left in one, it is deleted.  A table
+ * that existed before is never listed, so never deleted.  The registry is
+ * one per host, not per state directory: the tables belong to the host's
+ * network namespace, so sandboxes of every registry (PORTCULLIS_STATE_DIR)
+ * share them, and one registry's last removal must not delete a table
+ * another's apply is about to fill (it saw the table there, so it did not
+ * list it).
  *
  * This speaks nf_tables netlink directly (libmnl): the nft CLI is optional.
  */
@@ -32,7 +37,6 @@
 
 #include "sandbox.h"
 
-#define REGISTRY_FILE "nft-tables-created"
 /* the registry is six short lines; anything longer is not ours */
 #define REGISTRY_MAX 4096
 /* room for any dump message the kernel sends (it sizes to our buffer) */
@@ -498,7 +502,7 @@ static int delete_tables(struct nft_sock *s, unsigned mask, uint32_t genid)
 
 static int registry_path(char *buf, size_t len)
 {
-    if ((size_t)snprintf(buf, len, "%s/" REGISTRY_FILE, sandbox_state_dir()) >= len)
+    if ((size_t)snprintf(buf, len, "%s", RULES_NFT_REGISTRY) >= len)
         return -ENAMETOOLONG;
     return 0;
 }
@@ -519,6 +523,30 @@ static int mkdir_parents(const char *file)
     return 0;
 }
 
+static int registry_read(int fd, unsigned *ret_mask);
+static int registry_write(int fd, unsigned mask);
+
+/* Before 2026-11-30 each state directory had a registry of its own
+ * (STATE/nft-tables-created): what one lists joins the host's, so an upgrade
+ * with sandboxes alive leaves no table behind. */
+static void registry_adopt_legacy(int fd)
+{
+    char path[PATH_MAX];
+    unsigned listed = 0, old = 0;
+    int lfd;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s/nft-tables-created", sandbox_state_dir()) >=
+        sizeof(path))
+        return;
+    lfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (lfd < 0)
+        return;
+    if (registry_read(lfd, &old) == 0 && registry_read(fd, &listed) == 0 &&
+        (old == 0 || registry_write(fd, listed | old) == 0))
+        unlink(path);
+    close(lfd);
+}
+
 int rules_nft_lock(void)
 {
     char path[PATH_MAX];
@@ -527,7 +555,7 @@ int rules_nft_lock(void)
     if (err == 0)
         err = mkdir_parents(path);
     if (err < 0) {
-        log_error("nf_tables registry in %s: %s", sandbox_state_dir(), strerror(-err));
+        log_error("nf_tables registry %s: %s", RULES_NFT_REGISTRY, strerror(-err));
         return err;
     }
     for (;;) {
@@ -549,8 +577,10 @@ int rules_nft_lock(void)
         }
         /* the previous holder may have unlinked it: lock the file on disk */
         if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
-            a.st_ino == b.st_ino)
+            a.st_ino == b.st_ino) {
+            registry_adopt_legacy(fd);
             return fd;
+        }
         close(fd);
     }
 }
@@ -626,8 +656,8 @@ int rules_nft_record(int fd, unsigned missing)
     if (err == 0)
         err = registry_write(fd, listed | (missing & now));
     if (err < 0)
-        log_error("recording created nf_tables tables in %s/" REGISTRY_FILE ": %s",
-                  sandbox_state_dir(), strerror(-err));
+        log_error("recording created nf_tables tables in %s: %s", RULES_NFT_REGISTRY,
+                  strerror(-err));
     return err;
 }
 
@@ -639,7 +669,7 @@ int rules_nft_cleanup(int fd)
 
     err = registry_read(fd, &listed);
     if (err < 0) {
-        log_error("reading %s/" REGISTRY_FILE ": %s", sandbox_state_dir(), strerror(-err));
+        log_error("reading %s: %s", RULES_NFT_REGISTRY, strerror(-err));
         return err;
     }
     if (!listed)
@@ -672,7 +702,7 @@ int rules_nft_cleanup(int fd)
     if (rules_nft_existing(&now) == 0 && (listed & now) != listed) {
         int werr = registry_write(fd, listed & now);
         if (werr < 0) {
-            log_error("updating %s/" REGISTRY_FILE ": %s", sandbox_state_dir(), strerror(-werr));
+            log_error("updating %s: %s", RULES_NFT_REGISTRY, strerror(-werr));
             if (err == 0)
                 err = werr;
         }

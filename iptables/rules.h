@@ -43,8 +43,8 @@ int rules_generate_removal(const struct rules_sandbox *sb, const char *saved, ch
 
 /* Apply both families atomically per family. Returns 0 or -errno; on failure
  * nothing of this sandbox stays applied and the reason was printed to stderr.
- * nf_tables tables the apply had to create are listed in
- * sandbox_state_dir()/nft-tables-created (see below). */
+ * nf_tables tables the apply had to create are listed in RULES_NFT_REGISTRY
+ * (see below). */
 int rules_apply(const struct rules_sandbox *sb);
 
 /* Remove every rule and chain of the sandbox index/ifname; idempotent (missing
@@ -59,8 +59,11 @@ int rules_remove(const struct rules_sandbox *sb);
  * With iptables-nft, the first apply on a host without tables creates the
  * nf_tables tables ip/ip6 raw, nat and filter.  One bit per such table: bit
  * 3 * family + table, family 0 = ip, 1 = ip6; table 0 = raw, 1 = nat,
- * 2 = filter.  The registry file lists one "FAMILY TABLE" per line.
+ * 2 = filter.  The registry file lists one "FAMILY TABLE" per line; it is
+ * one per host (the tables are the host's, whatever PORTCULLIS_STATE_DIR
+ * says), locked while in use, and removed once it lists nothing.
  */
+#define RULES_NFT_REGISTRY "/run/portcullis-nft-tables"
 #define RULES_NFT_NTABLES 6
 #define RULES_NFT_ALL ((1u << RULES_NFT_NTABLES) - 1)
 

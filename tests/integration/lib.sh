@@ -34,6 +34,7 @@ UP_LL=169.254.77.10
 T_PIDS=()
 T_ROUTES=()
 T_SANDBOXES=()
+T_CLEANUP=() # commands (eval'd) that undo what a test made beyond the above
 DAEMON_PID=
 T_FAILS=0
 T_PASSES=0
@@ -54,6 +55,7 @@ check() {
 cleanup() {
     local rc=$?
     set +e
+    for c in "${T_CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1; done
     for s in "${T_SANDBOXES[@]}"; do "$PORTCULLIS" delete "$s" >/dev/null 2>&1; done
     # Anything a failed test left in this registry.
     if [ -d "$PORTCULLIS_STATE_DIR/sandboxes" ]; then

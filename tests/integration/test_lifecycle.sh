@@ -394,6 +394,39 @@ wait $rp
 check "  and resets both ($(tail -1 "$T_DIR/stop.out"))" grep -qx "ConnectionResetError ConnectionResetError" "$T_DIR/stop.out"
 start_daemon
 
+# --- two registries share the host's nf_tables tables ---
+# A sandbox of another registry (PORTCULLIS_STATE_DIR) made while ours
+# exists finds the tables there; once ours is gone and then it, the tables
+# must go too.  With a registry of created tables per state directory they
+# stayed: ours was not the last to leave, and the other never listed them.
+OTHER_STATE="/run/pcl-test-$T_ID-other"
+other() { PORTCULLIS_STATE_DIR="$OTHER_STATE" PORTCULLIS_CA_DIR="$OTHER_STATE/ca" "$@"; }
+mkdir -p "$OTHER_STATE"
+# (env, not the function: $! must be the daemon itself)
+env PORTCULLIS_STATE_DIR="$OTHER_STATE" PORTCULLIS_CA_DIR="$OTHER_STATE/ca" \
+    "$PORTCULLISD" --port $((DAEMON_PORT + 1)) >"$T_DIR/other-daemon.log" 2>&1 &
+other_pid=$!
+T_PIDS+=("$other_pid")
+T_CLEANUP+=("other \"\$PORTCULLIS\" delete life-reg2; rm -rf \"\$OTHER_STATE\"")
+for _ in $(seq 200); do [ -s "$OTHER_STATE/daemon.port" ] && break; sleep 0.05; done
+"$PORTCULLIS" create life-reg1 --policy "$POL" >/dev/null 2>&1
+T_SANDBOXES+=(life-reg1)
+other "$PORTCULLIS" create life-reg2 --policy "$POL" >"$T_DIR/other-create.log" 2>&1
+check "a sandbox in a second registry ($(tail -1 "$T_DIR/other-create.log"))" \
+    [ -d "$OTHER_STATE/sandboxes/life-reg2" ]
+"$PORTCULLIS" delete life-reg1 >/dev/null 2>&1
+other "$PORTCULLIS" delete life-reg2 >/dev/null 2>&1
+check "  both deleted" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-reg1" ]
+check "  (the second registry's too)" [ ! -e "$OTHER_STATE/sandboxes/life-reg2" ]
+kill "$other_pid" 2>/dev/null
+wait "$other_pid" 2>/dev/null
+check "  the second daemon is gone" bash -c "! kill -0 $other_pid 2>/dev/null"
+rm -rf "$OTHER_STATE"
+# Reaped: its PID is no longer ours to kill at exit.
+unset 'T_PIDS[-1]'
+T_CLEANUP=()
+check "  and no registry of created tables is left" [ ! -e /run/portcullis-nft-tables ]
+
 # --- nothing left behind ---
 stop_daemon
 sleep 0.2
