@@ -87,6 +87,9 @@ static void raise_fd_limit(void)
     }
 }
 
+#define LOCK_WAIT_MS 5000
+#define LOCK_POLL_MS 50
+
 /* One daemon per state directory: an open-file-description write lock held
  * for the daemon's life.  The file is root-only, so nobody else can hold it;
  * `portcullis` tests it with F_OFD_GETLK, which takes no lock and so cannot
@@ -102,7 +105,20 @@ static int take_lock(void)
     }
     fchmod(lock_fd, 0600);
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (fcntl(lock_fd, F_OFD_SETLK, &fl) < 0) {
+    /* A holder without a port file is starting or, more likely, stopping
+     * (a private daemon whose last sandbox just went): wait a little for
+     * it instead of failing a start that comes right after. */
+    char port_path[PATH_MAX];
+    snprintf(port_path, sizeof(port_path), "%s/daemon.port", sandbox_state_dir());
+    int r;
+    for (int waited_ms = 0;; waited_ms += LOCK_POLL_MS) {
+        r = fcntl(lock_fd, F_OFD_SETLK, &fl);
+        if (r == 0 || (errno != EAGAIN && errno != EACCES) || access(port_path, F_OK) == 0 ||
+            waited_ms >= LOCK_WAIT_MS)
+            break;
+        usleep(LOCK_POLL_MS * 1000);
+    }
+    if (r < 0) {
         char other[32] = "";
         ssize_t n = pread(lock_fd, other, sizeof(other) - 1, 0);
         other[n > 0 ? n : 0] = '\0';

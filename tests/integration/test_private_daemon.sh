@@ -42,7 +42,21 @@ start_daemon_lowfd() {
     die "daemon did not start"
 }
 for _ in $(seq 50); do [ -s "$PORTCULLIS_STATE_DIR/daemon.port" ] || break; sleep 0.1; done
+# A start while the registry's lock is still held by a daemon that no longer
+# serves (no port file: the private daemon on its way out, which under ASan
+# spends a while in its exit) waits for the lock instead of failing.  A
+# stand-in takes the lock once that daemon let go, and holds it a second.
+python3 -c 'import fcntl, sys, time
+f = open(sys.argv[1], "a+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(1)' "$PORTCULLIS_STATE_DIR/daemon.lock" >"$T_DIR/holder.out" 2>&1 &
+holder=$!
+for _ in $(seq 100); do grep -q held "$T_DIR/holder.out" && break; sleep 0.1; done
 start_daemon_lowfd
+wait "$holder"
+check "a start waits for the lock of a daemon that no longer serves" \
+    bash -c "kill -0 $DAEMON_PID && ! grep -q 'already serving' '$T_DIR/daemon.log'"
 "$PORTCULLIS" create fdtest --policy "$POL" >/dev/null
 T_SANDBOXES+=(fdtest)
 "$PORTCULLIS" exec fdtest -- python3 "$HELPERS/client.py" parallel "$UP4" 7003 100 >/dev/null 2>&1
