@@ -262,7 +262,12 @@ static void diag_put_addr(const struct net_addr *a, __be32 *words)
  * dst:dport, seen from the namespace of ctx.  Returns 0, -ENOENT (no such
  * socket, or one without an inode: closed and orphaned or TIME_WAIT), or
  * -errno. */
-static int diag_find_inode(struct ident_ctx *ctx, const struct diag_query *in, uint32_t *ret_inode)
+/* The inode of the socket in; -ENOENT when there is none.  The kernel answers
+ * a sock_diag query within the sendto(), so the reply is there at once;
+ * nowait: never wait for it anyway (-EAGAIN), for callers on an event loop
+ * (the socket's receive timeout is a second). */
+static int diag_find_inode(struct ident_ctx *ctx, const struct diag_query *in, bool nowait,
+                           uint32_t *ret_inode)
 {
     union {
         struct nlmsghdr align;
@@ -297,11 +302,12 @@ static int diag_find_inode(struct ident_ctx *ctx, const struct diag_query *in, u
         goto out;
     }
     for (;;) {
-        n = mnl_socket_recvfrom(ctx->nl, u.buf, sizeof(u.buf));
+        n = nowait ? recv(mnl_socket_get_fd(ctx->nl), u.buf, sizeof(u.buf), MSG_DONTWAIT)
+                   : mnl_socket_recvfrom(ctx->nl, u.buf, sizeof(u.buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            r = errno == EAGAIN ? -ETIMEDOUT : -errno;
+            r = errno != EAGAIN ? -errno : nowait ? -EAGAIN : -ETIMEDOUT;
             goto out;
         }
         /* The late answer to an earlier query that timed out: not ours. */
@@ -1176,7 +1182,7 @@ static int lookup_flow(struct ident_ctx *ctx, const struct net_addr *src, uint16
     ctx->stats.lookups++;
     pthread_mutex_unlock(&ctx->lock);
 
-    r = diag_find_inode(ctx, &q, &inode);
+    r = diag_find_inode(ctx, &q, quick, &inode);
     if (r < 0)
         return r;
     /* Any walk that starts from now on lists the holder. */

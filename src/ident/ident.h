@@ -63,8 +63,9 @@ int ident_lookup(struct ident_ctx *ctx, const struct net_addr *src, uint16_t spo
  * it may run on an event loop: the netlink query, then the cache of sockets
  * seen and the fds where the most recently identified processes held sockets
  * before (a process that keeps connecting reuses the numbers of the sockets
- * it closed).  -EAGAIN when that does not find the holder: ident_lookup()
- * will, listing fd tables and walking /proc as needed.
+ * it closed).  It never waits for the kernel's netlink reply either.  -EAGAIN
+ * when that does not find the holder: ident_lookup() will, listing fd tables
+ * and walking /proc as needed.
  */
 int ident_lookup_quick(struct ident_ctx *ctx, const struct net_addr *src, uint16_t sport,
                        const struct net_addr *dst, uint16_t dport, pid_t *ret_pid, char *ret_exe,

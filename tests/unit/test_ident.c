@@ -200,7 +200,7 @@ static uint32_t flow_inode(struct ident_ctx *ctx, const struct flow *f)
     struct diag_query q = {.src = &f->src, .dst = &f->dst, .sport = f->sport, .dport = f->dport};
     uint32_t inode = 0;
 
-    assert_int_equal(diag_find_inode(ctx, &q, &inode), 0);
+    assert_int_equal(diag_find_inode(ctx, &q, false, &inode), 0);
     return inode;
 }
 
