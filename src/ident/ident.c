@@ -1095,11 +1095,29 @@ struct ident_ctx *ident_ctx_free(struct ident_ctx *ctx)
     return NULL;
 }
 
-/* The holder of the socket "want" among the members, refreshing them from
- * /proc when none holds it.  Returns 0 with *ret_pid and *ret_piddir (open),
- * or -errno. */
-static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns, pid_t *ret_pid,
-                       int *ret_piddir)
+/* Among the IDENT_QUICK_MEMBERS most recently useful members, only at the fds
+ * where they held sockets before: 1 with *ret_pid and *ret_piddir, else 0. */
+static int recent_members_probe(struct ident_ctx *ctx, const char *want, size_t want_len,
+                                pid_t *ret_pid, int *ret_piddir)
+{
+    struct ident_member recent[IDENT_QUICK_MEMBERS];
+    long budget = IDENT_QUICK_PROBES;
+    size_t n;
+
+    pthread_mutex_lock(&ctx->lock);
+    n = ctx->n_members < IDENT_QUICK_MEMBERS ? ctx->n_members : IDENT_QUICK_MEMBERS;
+    if (n > 0) /* (members is NULL before the first walk) */
+        memcpy(recent, ctx->members + ctx->n_members - n, n * sizeof(recent[0]));
+    pthread_mutex_unlock(&ctx->lock);
+    return members_scan(ctx, recent, n, want, want_len, true, &budget, ret_pid, ret_piddir) == 1;
+}
+
+/* The holder of the socket "want": from the socket cache, else among the
+ * members, refreshing them from /proc when none holds it.  quick: the
+ * recently useful members' remembered fds only, -EAGAIN when that is not
+ * enough.  Returns 0 with *ret_pid and *ret_piddir (open), or -errno. */
+static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns, bool quick,
+                       pid_t *ret_pid, int *ret_piddir)
 {
     struct ident_member *list;
     char want[32];
@@ -1116,6 +1134,8 @@ static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns,
         pthread_mutex_unlock(&ctx->lock);
         return 0;
     }
+    if (quick)
+        return recent_members_probe(ctx, want, want_len, ret_pid, ret_piddir) ? 0 : -EAGAIN;
     /* The members known now, then those the walks add: each scanned once. */
     for (int pass = 0; pass < 3; pass++) {
         if (pass > 0) {
@@ -1132,33 +1152,6 @@ static int find_holder(struct ident_ctx *ctx, uint32_t inode, uint64_t found_ns,
             return r < 0 ? r : 0;
     }
     return -ENOENT;
-}
-
-/* find_holder() within a few syscalls: the socket cache, then the remembered
- * fds of the IDENT_QUICK_MEMBERS most recently useful members.  -EAGAIN when
- * that does not find the holder. */
-static int find_holder_quick(struct ident_ctx *ctx, uint32_t inode, pid_t *ret_pid, int *ret_piddir)
-{
-    struct ident_member recent[IDENT_QUICK_MEMBERS];
-    long budget = IDENT_QUICK_PROBES;
-    char want[32];
-    size_t want_len, n;
-    int r;
-
-    want_len = (size_t)snprintf(want, sizeof(want), "socket:[%u]", inode);
-    if (sock_try(ctx, inode, want, want_len, ret_pid, ret_piddir)) {
-        pthread_mutex_lock(&ctx->lock);
-        ctx->stats.sock_hits++;
-        pthread_mutex_unlock(&ctx->lock);
-        return 0;
-    }
-    pthread_mutex_lock(&ctx->lock);
-    n = ctx->n_members < IDENT_QUICK_MEMBERS ? ctx->n_members : IDENT_QUICK_MEMBERS;
-    if (n > 0) /* (members is NULL before the first walk) */
-        memcpy(recent, ctx->members + ctx->n_members - n, n * sizeof(recent[0]));
-    pthread_mutex_unlock(&ctx->lock);
-    r = members_scan(ctx, recent, n, want, want_len, true, &budget, ret_pid, ret_piddir);
-    return r == 1 ? 0 : -EAGAIN;
 }
 
 /* ident_lookup() and ident_lookup_quick(). */
@@ -1186,8 +1179,7 @@ static int lookup_flow(struct ident_ctx *ctx, const struct net_addr *src, uint16
     if (r < 0)
         return r;
     /* Any walk that starts from now on lists the holder. */
-    r = quick ? find_holder_quick(ctx, inode, &pid, &piddir)
-              : find_holder(ctx, inode, now_ns(), &pid, &piddir);
+    r = find_holder(ctx, inode, now_ns(), quick, &pid, &piddir);
     if (r < 0)
         return r;
 
