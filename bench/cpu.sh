@@ -65,6 +65,20 @@ op_cpu() {
         }'
 }
 
+# perf_sample PID DATA SECONDS: a second into a client run of SECONDS, the
+# call graphs of PID until a second before its end, into DATA (BENCH_PERF).
+perf_sample() {
+    sleep 1
+    perf record -q --call-graph dwarf,16384 -F 499 -p "$1" -o "$2" \
+        -- sleep $(($3 > 3 ? $3 - 2 : 1)) >/dev/null 2>&1
+}
+
+# perf_note MODE WHAT DATA: the notes' paragraph on one profile.
+perf_note() {
+    echo "perf record --call-graph dwarf -p <$1's pid> during $2: share of its CPU in each named function and its callees"
+    perf_top "$3"
+}
+
 # perf_top DATA: the inclusive ("children") share of the named user-space
 # functions in a `perf record --call-graph` file, for the BENCH_PERF notes.
 perf_top() { # DATA: inclusive ("children") share of the named user-space functions

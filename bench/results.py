@@ -8,7 +8,8 @@ import time
 # Cell formats shared by the reports.
 num = lambda v: f"{v:,.0f}"
 gbps = lambda v: f"{v:.2f}"
-us = lambda v: f"{v:.1f}"
+us = lambda v: f"{v:,.1f}"
+cores_busy = lambda v: f"{v:.2f}"
 
 
 def ms(v):
@@ -63,12 +64,6 @@ def bulk_cpu_table(res, modes, label, what):
     a proxy's bulk against no proxy (what: what the proxy's CPU covers)."""
     runs, median, cell = res.runs, res.median, res.cell
 
-    def f0(v):
-        return f"{v:,.0f}"
-
-    def f2(v):
-        return f"{v:.2f}"
-
     def proxy_ms(m):
         u, k = median(m, "bulk_cpu_proxy_user"), median(m, "bulk_cpu_proxy_sys")
         return None if u is None or k is None else (u, k)
@@ -89,13 +84,13 @@ def bulk_cpu_table(res, modes, label, what):
             continue
         rows += 1
         p = proxy_ms(m)
-        both = "—" if p is None else f0(p[0] + p[1])
+        both = "—" if p is None else num(p[0] + p[1])
         mach = median(m, "bulk_cpu_machine")
-        rest = "—" if p is None or mach is None else f0(mach - p[0] - p[1])
-        user = cell(m, "bulk_cpu_proxy_user", f0) if p else "—"
-        syst = cell(m, "bulk_cpu_proxy_sys", f0) if p else "—"
-        out.append(f"| {label.get(m, m)} | {cell(m, 'bulk_busy', f2)} | "
-                   f"{cell(m, 'bulk_cpu_machine', f0)} | {both} | {user} | {syst} | {rest} |")
+        rest = "—" if p is None or mach is None else num(mach - p[0] - p[1])
+        user = cell(m, "bulk_cpu_proxy_user", num) if p else "—"
+        syst = cell(m, "bulk_cpu_proxy_sys", num) if p else "—"
+        out.append(f"| {label.get(m, m)} | {cell(m, 'bulk_busy', cores_busy)} | "
+                   f"{cell(m, 'bulk_cpu_machine', num)} | {both} | {user} | {syst} | {rest} |")
     base, busy = median("noproxy", "bulk_cpu_machine"), median("noproxy", "bulk_busy")
     if base is None or not busy or not rows:
         return out
@@ -133,12 +128,6 @@ def op_cpu_table(res, modes, label, prefix, rate_metric, what, ref):
     operation."""
     runs, median, cell = res.runs, res.median, res.cell
 
-    def f1(v):
-        return f"{v:,.1f}"
-
-    def f2(v):
-        return f"{v:.2f}"
-
     def parts(m):
         mach = median(m, f"{prefix}_cpu_machine")
         u, k = median(m, f"{prefix}_cpu_proxy_user"), median(m, f"{prefix}_cpu_proxy_sys")
@@ -162,11 +151,11 @@ def op_cpu_table(res, modes, label, prefix, rate_metric, what, ref):
             continue
         rows += 1
         mach, p, j, rest = parts(m)
-        out.append(f"| {label.get(m, m)} | {cell(m, f'{prefix}_busy', f2)} | "
-                   f"{cell(m, f'{prefix}_cpu_machine', f1)} | {'—' if p is None else f1(p)} | "
-                   f"{cell(m, f'{prefix}_cpu_proxy_user', f1) if p is not None else '—'} | "
-                   f"{cell(m, f'{prefix}_cpu_proxy_sys', f1) if p is not None else '—'} | "
-                   f"{cell(m, f'{prefix}_cpu_journald', f1)} | {'—' if rest is None else f1(rest)} |")
+        out.append(f"| {label.get(m, m)} | {cell(m, f'{prefix}_busy', cores_busy)} | "
+                   f"{cell(m, f'{prefix}_cpu_machine', us)} | {'—' if p is None else us(p)} | "
+                   f"{cell(m, f'{prefix}_cpu_proxy_user', us) if p is not None else '—'} | "
+                   f"{cell(m, f'{prefix}_cpu_proxy_sys', us) if p is not None else '—'} | "
+                   f"{cell(m, f'{prefix}_cpu_journald', us)} | {'—' if rest is None else us(rest)} |")
     rate = median(ref, rate_metric)
     _, ref_p, _, ref_rest = parts(ref)
     journald = median("pcl", f"{prefix}_cpu_journald")

@@ -329,15 +329,11 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
         case " $MODES " in *" $m "*) ;; *) continue ;; esac
         client_bg "$((SECS + CLIENT_SLACK))" "$m" wrk -d"${SECS}s" "${WRK_ARGS[@]}" >"$D/perf-$m.txt" 2>&1
         wp=$CLIENT_PID
-        sleep 1
-        perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$m.data" \
-            -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+        perf_sample "${PROC[$m]}" "$D/perf-$m.data" "$SECS"
         wait "$wp"
         forget_pid "$wp"
-        {
-            echo "perf record --call-graph dwarf -p <$m's pid> during a keep-alive run (wrk: $(grep -a 'Requests/sec' "$D/perf-$m.txt" | tr -s ' ')): share of its CPU in each named function and its callees"
-            perf_top "$D/perf-$m.data"
-        } >>"$NOTES"
+        perf_note "$m" "a keep-alive run (wrk: $(grep -a 'Requests/sec' "$D/perf-$m.txt" | tr -s ' '))" \
+            "$D/perf-$m.data" >>"$NOTES"
         sleep 1
     done
 fi

@@ -533,9 +533,7 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
                 client_bg "$((SECS + CLIENT_SLACK))" "$m" wrk -d"${SECS}s" "${KA_ARGS[@]}" >"$D/$k-$m-perf.txt" 2>&1
             fi
             wp=$CLIENT_PID
-            sleep 1
-            perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$k-$m.data" \
-                -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+            perf_sample "${PROC[$m]}" "$D/perf-$k-$m.data" "$SECS"
             wait "$wp"
             forget_pid "$wp"
             CONNS[$m]=$((${CONNS[$m]:-0} + $(client_conns) - cb))
@@ -544,10 +542,7 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
             else
                 what="a keep-alive run (wrk: $(grep -a 'Requests/sec' "$D/$k-$m-perf.txt" | tr -s ' '))"
             fi
-            {
-                echo "perf record --call-graph dwarf -p <$m's pid> during $what: share of its CPU in each named function and its callees"
-                perf_top "$D/perf-$k-$m.data"
-            } >>"$NOTES"
+            perf_note "$m" "$what" "$D/perf-$k-$m.data" >>"$NOTES"
             sleep 1
         done
     done

@@ -487,15 +487,10 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
         tclient $((SECS + CLIENT_SLACK)) "$m" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" >"$D/perf-$m.txt" 2>&1 &
         wp=$!
         PIDS+=("$wp")
-        sleep 1
-        perf record -q --call-graph dwarf,16384 -F 499 -p "${PROC[$m]}" -o "$D/perf-$m.data" \
-            -- sleep $((SECS > 3 ? SECS - 2 : 1)) >/dev/null 2>&1
+        perf_sample "${PROC[$m]}" "$D/perf-$m.data" "$SECS"
         wait "$wp"
         unset 'PIDS[-1]' # waited for: its PID may be someone else's by cleanup
-        {
-            echo "perf record --call-graph dwarf -p <$m's pid> during a connection-rate run ($(cat "$D/perf-$m.txt")): share of its CPU in each named function and its callees"
-            perf_top "$D/perf-$m.data"
-        } >>"$NOTES"
+        perf_note "$m" "a connection-rate run ($(cat "$D/perf-$m.txt"))" "$D/perf-$m.data" >>"$NOTES"
         sleep 1
     done
 fi
