@@ -339,7 +339,9 @@ for p in $(procs_in_mnt3); do kill -9 "$p"; done # if it did not
 check "  and removes the sandbox" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-mnt3" ]
 
 # --- the daemon dies under a running command: warning, command goes on ---
-"$PORTCULLIS" run --name life-dd --policy "$POL" -- sh -c 'sleep 2.5; exit 5' 2>"$T_DIR/dd.err" &
+# (4 s: run checks on the daemon once a second; a command that ends within
+# a second of the daemon's stop can end before the first check after it)
+"$PORTCULLIS" run --name life-dd --policy "$POL" -- sh -c 'sleep 4; exit 5' 2>"$T_DIR/dd.err" &
 rp=$!
 wait_ack life-dd
 stop_daemon
