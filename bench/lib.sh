@@ -1,6 +1,5 @@
-# bench/lib.sh: setup shared by the benchmark entry points (sourced, not run).
-# Used by bench/run-http.sh; bench/run.sh still carries its own copy of the
-# same steps (see README.md).
+# bench/lib.sh: setup shared by the benchmark entry points run.sh,
+# run-http.sh and run-tls.sh (sourced, not run).
 #
 # Everything created goes into the registries below as it is created, and
 # bench_cleanup (installed as the EXIT trap by bench_init) removes it, also
@@ -260,14 +259,19 @@ setup_events() {
 # start_pcld MODE STATE_DIR PORT HOSTS_FILE DAEMON-FLAGS...: a portcullisd of
 # our own, in a private mount namespace whose /etc/hosts is HOSTS_FILE (so
 # that it resolves the benchmark's host names; as tests/integration/lib.sh
-# does).  Sets PROC[MODE].  unshare and sh exec, so the PID is the daemon's.
+# does), or as it is when HOSTS_FILE is "-" (a policy of addresses only).
+# Sets PROC[MODE].  unshare and sh exec, so the PID is the daemon's.
 start_pcld() {
     local mode=$1 sd=$2 port=$3 hosts=$4
     shift 4
     mkdir -p "$sd" && STATE_DIRS+=("$sd")
-    PORTCULLIS_STATE_DIR=$sd unshare -m --propagation slave sh -c \
-        'mount --bind "$0" /etc/hosts && exec "$@"' \
-        "$hosts" "$PCLD" --port "$port" "${EVFLAGS[@]}" "$@" >>"$D/daemon-$mode.log" 2>&1 &
+    if [ "$hosts" = - ]; then
+        PORTCULLIS_STATE_DIR=$sd "$PCLD" --port "$port" "${EVFLAGS[@]}" "$@" >>"$D/daemon-$mode.log" 2>&1 &
+    else
+        PORTCULLIS_STATE_DIR=$sd unshare -m --propagation slave sh -c \
+            'mount --bind "$0" /etc/hosts && exec "$@"' \
+            "$hosts" "$PCLD" --port "$port" "${EVFLAGS[@]}" "$@" >>"$D/daemon-$mode.log" 2>&1 &
+    fi
     PROC[$mode]=$!
     PIDS+=("$!")
     for _ in $(seq 200); do

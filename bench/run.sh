@@ -28,7 +28,7 @@
 
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-PCL_BIN=${PCL_BIN:-$HERE/../build}
+. "$HERE/lib.sh"
 ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECS:-5}
 CONC=${BENCH_CONC:-8}
@@ -44,69 +44,8 @@ PORT_IDLE=$((PORT_BULK + 2))
 HAPROXY_PORT=15002
 CLIENT_SLACK=45 # seconds on top of a run before `timeout` kills a client
 
-log() { echo "[bench] $*" >&2; }
-. "$HERE/nft_tables.sh"
-. "$HERE/cpu.sh"
-die() {
-    log "FATAL: $*"
-    exit 1
-}
-
-# ---- what this run created, for cleanup ----
-PIDS=()      # processes we started (killed by PID, nothing else)
-NETNSES=()   # namespaces we created
-LINKS=()     # host-side links we created (the peer goes with it)
-UNDO=()      # commands that undo iptables rules / routes, run in reverse
-SANDBOXES=() # "STATE_DIR NAME"
-STATE_DIRS=()
-IDLE_PID=
-D=
-
-cleanup() {
-    local rc=$? i
-    set +e
-    trap - EXIT INT TERM
-    exec 7>&- 2>/dev/null # releases an idle client, if one is holding
-    [ -n "$IDLE_PID" ] && kill "$IDLE_PID" 2>/dev/null
-    for s in "${SANDBOXES[@]}"; do
-        PORTCULLIS_STATE_DIR=${s%% *} "$PCL" delete "${s#* }" >/dev/null 2>&1 ||
-            log "warning: could not delete sandbox ${s#* }"
-    done
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    for ((i = ${#UNDO[@]} - 1; i >= 0; i--)); do eval "${UNDO[i]}" || log "warning: '${UNDO[i]}' failed"; done
-    for n in "${NETNSES[@]}"; do ip netns del "$n" 2>/dev/null; done
-    for l in "${LINKS[@]}"; do ip link del "$l" 2>/dev/null; done
-    for s in "${STATE_DIRS[@]}"; do rm -rf "$s"; done
-    nft_tables_drop_new_empty
-    if [ -n "$D" ]; then
-        if [ -n "${BENCH_KEEP:-}" ]; then log "kept $D"; else rm -rf "$D"; fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ "$(id -u)" = 0 ] || {
-    echo "bench/run.sh needs root (namespaces, iptables)" >&2
-    exit 77
-}
-nft_tables_note
-PCL_BIN=$(cd "$PCL_BIN" 2>/dev/null && pwd) || die "PCL_BIN: no such directory"
-PCL=$PCL_BIN/bin/portcullis
-PCLD=$PCL_BIN/bin/portcullisd
-[ -x "$PCL" ] && [ -x "$PCLD" ] || die "no bin/portcullis and bin/portcullisd in $PCL_BIN (build first, or set PCL_BIN)"
-
-# ---- tools (Debian packages), installed only when missing ----
-need_pkg() { # COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2 (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null || die "cannot install $2"
-}
+bench_init
+pcl_bins "${PCL_BIN:-$HERE/../build}"
 need_pkg cc gcc
 need_pkg python3 python3-minimal
 need_pkg iptables iptables
@@ -114,101 +53,38 @@ need_pkg timeout coreutils
 case " $MODES " in *" haproxy"*) need_pkg haproxy haproxy ;; esac
 [ "${BENCH_PERF:-}" = 1 ] && need_pkg perf linux-perf
 HAPROXY=$(command -v haproxy || true)
+for m in $MODES; do
+    case $m in
+    noproxy | pcl | pcl-noident | pcl-file | pcl-nosplice | haproxy | haproxy-splice | haproxy-log) ;;
+    *) die "unknown mode '$m'" ;;
+    esac
+done
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null # idle connections need fds everywhere
+make_tmp "$HERE"
 
-D=$(mktemp -d /tmp/pcl-bench.XXXXXX) || die "mktemp"
-chmod 755 "$D" # the sandboxed client runs as an unprivileged user
-TB=$D/tcpbench
-cc -O2 -Wall -o "$TB" "$HERE/tcpbench.c" || die "cannot compile tcpbench.c"
-chmod 755 "$TB"
-
-# ---- addresses: a /24 of 198.19.0.0/16 that nothing on the host uses ----
 # B: upstream link, B+1: no-proxy client, B+2: HAProxy client, B+3: HAProxy+splice client,
-# B+4: HAProxy with a journal line per connection
-NET=
-for b in $(seq 200 5 245); do
-    used=
-    for k in 0 1 2 3 4; do
-        if ip -4 addr show | grep -q "inet 198\.19\.$((b + k))\." ||
-            ip -4 route show table all | grep -q "198\.19\.$((b + k))\."; then used=1; fi
-    done
-    [ -z "$used" ] && NET=$b && break
-done
-[ -n "$NET" ] || die "no free 198.19.x.0/24 block"
-UP=198.19.$NET.10
-UP_HOST=198.19.$NET.1
-net_of() { echo "198.19.$((NET + $1))"; }
+# B+4: HAProxy with a journal line per connection.  Blocks from 200 up
+# (run-http.sh takes its blocks below 200).
+pick_block 200 245 5
+add_blackhole
+upstream_ns "$ID"
+start_server "$PORT_BULK"
 
-# Never let these addresses leave the machine: a blackhole below our
-# connected routes.  Metric 4000 (as the tests); if someone else's is already
-# there, we add our own at 4001 so that we never depend on theirs.
-for m in 4000 4001; do
-    if ip -4 route add blackhole 198.18.0.0/15 metric $m 2>/dev/null; then
-        UNDO+=("ip -4 route del blackhole 198.18.0.0/15 metric $m")
-        break
-    fi
-done
-ip -4 route show table main | grep -q "^blackhole 198.18.0.0/15" || die "no blackhole route for 198.18.0.0/15"
-
-mklink() { # HOSTIF NS IDX: veth HOSTIF <-> eth0 in NS, 198.19.(NET+IDX).1 / .x
-    local hif=$1 ns=$2 idx=$3 host
-    host=$(net_of "$idx").1
-    ip netns add "$ns" || die "ip netns add $ns"
-    NETNSES+=("$ns")
-    ip link add "$hif" type veth peer name eth0 netns "$ns" || die "ip link add $hif"
-    LINKS+=("$hif")
-    sysctl -qw "net.ipv6.conf.$hif.disable_ipv6=1" 2>/dev/null
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 2>/dev/null
-    ip addr add "$host/24" dev "$hif"
-    ip link set "$hif" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set eth0 up
-}
-
-# ---- upstream namespace and its server ----
-UP_NS=pclb-up-$ID
-UP_IF=pbu$ID
-UP_IF=${UP_IF:0:15}
-mklink "$UP_IF" "$UP_NS" 0
-ip -n "$UP_NS" addr add "$UP/24" dev eth0
-ip -4 route get "$UP" | grep -q "dev $UP_IF" || die "route to $UP does not use $UP_IF"
-ip netns exec "$UP_NS" "$TB" server "$UP" "$PORT_BULK" "$D/server.stats" >"$D/server.out" 2>&1 &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-for _ in $(seq 100); do grep -q ready "$D/server.out" 2>/dev/null && break; sleep 0.05; done
-grep -q ready "$D/server.out" || die "server did not start: $(cat "$D/server.out")"
-
-server_crr_conns() {
-    kill -USR1 "$SERVER_PID"
-    sleep 0.2
-    awk '$1 == "crr_conns" {print $2}' "$D/server.stats"
-}
-
-declare -A CLIENT_NS SB_NAME SB_DIR PROC
-
-# tclient SECONDS MODE TCPBENCH-ARGS...: run the traffic generator as that
-# mode's client, killed after SECONDS (prefix MODE: the command prefix).
-prefix() {
-    case $1 in
-    pcl*) PFX=(env "PORTCULLIS_STATE_DIR=${SB_DIR[$1]}" "$PCL" exec "${SB_NAME[$1]}" --) ;;
-    *) PFX=(ip netns exec "${CLIENT_NS[$1]}") ;;
-    esac
-}
-tclient() {
-    local PFX t=$1
-    prefix "$2"
+# tb SECONDS MODE TCPBENCH-ARGS...: the traffic generator as MODE's client.
+tb() {
+    local t=$1 m=$2
     shift 2
-    timeout -k 5 "$t" "${PFX[@]}" "$TB" "$@"
+    tclient "$t" "$m" "$TB" "$@"
 }
 
 # ready MODE: wait until one exchange through MODE reaches the upstream server.
 ready() {
     local mode=$1 before after
-    before=$(server_crr_conns)
+    before=$(server_stat crr_conns)
     for _ in $(seq 40); do
-        if tclient 15 "$mode" ping "$UP" "$PORT_CRR" >/dev/null 2>>"$D/ready.log"; then
-            after=$(server_crr_conns)
+        if tb 15 "$mode" ping "$UP" "$PORT_CRR" >/dev/null 2>>"$D/ready.log"; then
+            after=$(server_stat crr_conns)
             [ "$after" -gt "$before" ] || die "$mode: the exchange did not reach the upstream server"
             log "$mode: ready (the upstream server saw the connection)"
             return 0
@@ -218,70 +94,26 @@ ready() {
     die "$mode: no exchange reached the upstream server: $(tail -3 "$D/ready.log")"
 }
 
-free_port() { # a TCP port nobody listens on, from $1 up
-    local p=$1
-    while ss -Hltn "sport = :$p" | grep -q .; do p=$((p + 1)); done
-    echo "$p"
-}
-
 # ---- no proxy: routed, forwarding enabled on our two interfaces only ----
 setup_noproxy() {
-    local ns=pclb-np-$ID hif=pbn$ID net
+    local ns=pclb-np-$ID hif=pbn$ID
     hif=${hif:0:15}
-    net=$(net_of 1)
-    mklink "$hif" "$ns" 1
-    ip -n "$ns" addr add "$net.2/24" dev eth0
-    ip -n "$ns" route add "198.19.$NET.0/24" via "$net.1"
-    ip -n "$UP_NS" route add "$net.0/24" via "$UP_HOST"
-    sysctl -qw "net.ipv4.conf.$hif.forwarding=1" "net.ipv4.conf.$UP_IF.forwarding=1" ||
-        die "per-interface forwarding"
-    iptables -w -I FORWARD -i "$hif" -o "$UP_IF" -j ACCEPT &&
-        UNDO+=("iptables -w -D FORWARD -i $hif -o $UP_IF -j ACCEPT")
-    iptables -w -I FORWARD -i "$UP_IF" -o "$hif" -j ACCEPT &&
-        UNDO+=("iptables -w -D FORWARD -i $UP_IF -o $hif -j ACCEPT")
+    client_link "$ns" "$hif" 1
+    route_link "$hif" 1
     CLIENT_NS[noproxy]=$ns
     log "noproxy: global ip_forward=$(sysctl -n net.ipv4.ip_forward) (unchanged), forwarding on $hif and $UP_IF"
 }
 
 # ---- portcullis: a daemon (own state dir and port) and a sandbox per variant ----
-EVFLAGS=()
-EVENTS_DESC=
-setup_events() {
-    if [ "$EVENTS" = auto ]; then
-        if pgrep -x systemd-journal >/dev/null 2>&1 || pgrep -x systemd-journald >/dev/null 2>&1; then
-            EVENTS=journal
-        else
-            EVENTS=stderr
-        fi
-    fi
-    case $EVENTS in
-    journal) EVENTS_DESC="events to the systemd journal" ;;
-    stderr)
-        EVFLAGS=(--no-journal)
-        EVENTS_DESC="events to stderr, into a file (no journald running)"
-        ;;
-    *) die "BENCH_EVENTS must be auto, journal or stderr" ;;
-    esac
-}
-
 NEXT_DPORT=15101
 setup_pcl() { # MODE DAEMON-FLAGS...
-    local mode=$1 sd port name
+    local mode=$1 sd port
     shift
     sd=/run/pcl-bench-$ID-$mode
-    name=bench-$ID${mode#pcl}
     port=$(free_port "$NEXT_DPORT")
     NEXT_DPORT=$((port + 1))
-    mkdir -p "$sd" && STATE_DIRS+=("$sd")
-    PORTCULLIS_STATE_DIR=$sd "$PCLD" --port "$port" "${EVFLAGS[@]}" "$@" >>"$D/daemon-$mode.log" 2>&1 &
-    PROC[$mode]=$!
-    PIDS+=("$!")
-    for _ in $(seq 200); do
-        [ -s "$sd/daemon.port" ] && break
-        kill -0 "${PROC[$mode]}" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -s "$sd/daemon.port" ] || die "$mode: portcullisd did not start: $(tail -5 "$D/daemon-$mode.log")"
+    # The policy names addresses only: the daemon needs no /etc/hosts of ours.
+    start_pcld "$mode" "$sd" "$port" - "$@"
     cat >"$D/policy.yaml" <<YAML
 version: 1
 network_policies:
@@ -290,12 +122,8 @@ network_policies:
       - allowed_ips: ["$UP/32"]
         ports: [$PORT_BULK, $PORT_CRR, $PORT_IDLE]
 YAML
-    SANDBOXES+=("$sd $name")
-    PORTCULLIS_STATE_DIR=$sd "$PCL" create "$name" --policy "$D/policy.yaml" >>"$D/create.log" 2>&1 ||
-        die "$mode: portcullis create failed: $(tail -3 "$D/create.log")"
-    SB_DIR[$mode]=$sd
-    SB_NAME[$mode]=$name
-    log "$mode: portcullisd pid ${PROC[$mode]} on port $port ($*), sandbox $name"
+    create_sandbox "$mode" "$sd" "bench-$ID${mode#pcl}" "$D/policy.yaml"
+    log "$mode: portcullisd pid ${PROC[$mode]} on port $port ($*), sandbox ${SB_NAME[$mode]}"
 }
 
 # ---- HAProxy: REDIRECT from its own client link, original destination ----
@@ -308,13 +136,8 @@ setup_haproxy() { # MODE IDX [extra defaults line] [extra global line]
     hif=pbh$idx$ID
     hif=${hif:0:15}
     net=$(net_of "$idx")
-    mklink "$hif" "$ns" "$idx"
-    ip -n "$ns" addr add "$net.2/24" dev eth0
-    ip -n "$ns" route add "198.19.$NET.0/24" via "$net.1"
-    iptables -w -t nat -A PREROUTING -i "$hif" -p tcp -j REDIRECT --to-ports "$HAPROXY_PORT" &&
-        UNDO+=("iptables -w -t nat -D PREROUTING -i $hif -p tcp -j REDIRECT --to-ports $HAPROXY_PORT")
-    iptables -w -I INPUT -i "$hif" -p tcp --dport "$HAPROXY_PORT" -j ACCEPT &&
-        UNDO+=("iptables -w -D INPUT -i $hif -p tcp --dport $HAPROXY_PORT -j ACCEPT")
+    client_link "$ns" "$hif" "$idx"
+    redirect_link "$hif" "$HAPROXY_PORT"
     cfg=$D/$mode.cfg
     cat >"$cfg" <<CFG
 global
@@ -359,7 +182,6 @@ for m in $MODES; do
     # event per decision: the like-for-like comparison of connection rates.
     haproxy-log) setup_haproxy haproxy-log 4 "    log global
     option tcplog" "    log /run/systemd/journal/dev-log local0 info" ;;
-    *) die "unknown mode '$m'" ;;
     esac
 done
 for m in $MODES; do ready "$m"; done
@@ -374,7 +196,7 @@ measure_idle() {
     [ -n "$pid" ] || return 0
     # Warm-up: a few connections open and close, so that one-time setup
     # (thread pool, first allocations) is not counted per connection.
-    tclient 60 "$mode" idle "$UP" "$PORT_IDLE" 10 </dev/null >/dev/null 2>>"$D/idle.log"
+    tb 60 "$mode" idle "$UP" "$PORT_IDLE" 10 </dev/null >/dev/null 2>>"$D/idle.log"
     sleep 1
     before=$(rss_kib "$pid" VmRSS)
     rm -f "$D/idle.fifo" "$D/idle.out"
@@ -383,6 +205,7 @@ measure_idle() {
     prefix "$mode"
     "${PFX[@]}" "$TB" idle "$UP" "$PORT_IDLE" "$IDLE_N" <"$D/idle.fifo" >"$D/idle.out" 2>>"$D/idle.log" &
     IDLE_PID=$!
+    PIDS+=("$IDLE_PID")
     exec 7>"$D/idle.fifo"
     local ok=
     for _ in $(seq 1200); do
@@ -406,7 +229,7 @@ measure_idle() {
     for _ in $(seq 100); do kill -0 "$IDLE_PID" 2>/dev/null || break; sleep 0.1; done
     kill "$IDLE_PID" 2>/dev/null
     wait "$IDLE_PID" 2>/dev/null
-    IDLE_PID=
+    forget_pid "$IDLE_PID"
     sleep 1
 }
 
@@ -418,9 +241,9 @@ run_one() {
     mb=$(machine_ticks)
     pb=$(cpu_ticks_split "${PROC[$mode]:-}")
     if [ "$metric" = bulk ]; then
-        out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" bulk "$UP" "$PORT_BULK" "$SECS" 2>>"$D/runs.log")
+        out=$(tb $((SECS + CLIENT_SLACK)) "$mode" bulk "$UP" "$PORT_BULK" "$SECS" 2>>"$D/runs.log")
     else
-        out=$(tclient $((SECS + CLIENT_SLACK)) "$mode" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" 2>>"$D/runs.log")
+        out=$(tb $((SECS + CLIENT_SLACK)) "$mode" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" 2>>"$D/runs.log")
     fi
     rc=$?
     ma=$(machine_ticks)
@@ -459,7 +282,7 @@ for m in $MODES; do measure_idle "$m"; done
 
 log "warm-up"
 for m in $MODES; do
-    { tclient 30 "$m" bulk "$UP" "$PORT_BULK" 1 && tclient 30 "$m" crr "$UP" "$PORT_CRR" 1 "$CONC"; } \
+    { tb 30 "$m" bulk "$UP" "$PORT_BULK" 1 && tb 30 "$m" crr "$UP" "$PORT_CRR" 1 "$CONC"; } \
         >/dev/null 2>>"$D/runs.log" || log "  $m: warm-up failed"
 done
 
@@ -484,12 +307,10 @@ NOTES=$D/notes
 if [ "${BENCH_PERF:-}" = 1 ]; then
     for m in pcl haproxy; do
         case " $MODES " in *" $m "*) ;; *) continue ;; esac
-        tclient $((SECS + CLIENT_SLACK)) "$m" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" >"$D/perf-$m.txt" 2>&1 &
-        wp=$!
-        PIDS+=("$wp")
+        client_bg $((SECS + CLIENT_SLACK)) "$m" "$TB" crr "$UP" "$PORT_CRR" "$SECS" "$CONC" >"$D/perf-$m.txt" 2>&1
         perf_sample "${PROC[$m]}" "$D/perf-$m.data" "$SECS"
-        wait "$wp"
-        unset 'PIDS[-1]' # waited for: its PID may be someone else's by cleanup
+        wait "$CLIENT_PID"
+        forget_pid "$CLIENT_PID"
         perf_note "$m" "a connection-rate run ($(cat "$D/perf-$m.txt"))" "$D/perf-$m.data" >>"$NOTES"
         sleep 1
     done
