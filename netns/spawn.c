@@ -121,8 +121,10 @@ static int install_seccomp(void)
 #ifdef SECCOMP_NATIVE_ARCH
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        /* Jump offsets count the instructions skipped: native is +2 (the
+         * load of nr below), compat +4 (its own load of nr). */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_NATIVE_ARCH, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_COMPAT_ARCH, 5, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_COMPAT_ARCH, 4, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* no other ABI on this kernel */
         /* native: */
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),

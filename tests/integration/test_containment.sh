@@ -97,6 +97,17 @@ try:
 except OSError as e:
     print(e.errno)')
 check "TIOCSTI is refused with EPERM, not just ENOTTY ($out)" [ "$out" = 1 ]
+# The same ioctls through the 32-bit system call entry (another arch and other
+# numbers for the filter): a 64-bit process can use it with int $0x80.
+COMPAT_IOCTL=$PCL_BIN/test-helpers/compat_ioctl
+if [ -x "$COMPAT_IOCTL" ]; then
+    out=$("$COMPAT_IOCTL" TIOCSTI </dev/null)
+    check "  outside a sandbox, a 32-bit TIOCSTI on a non-terminal gets ENOTTY ($out)" [ "$out" = 25 ]
+    for req in TIOCSTI TIOCLINUX; do
+        out=$("$PORTCULLIS" exec box -- "$COMPAT_IOCTL" "$req" </dev/null)
+        check "  $req through the 32-bit entry is refused with EPERM too ($out)" [ "$out" = 1 ]
+    done
+fi
 out=$("$PORTCULLIS" exec box -- sh -c 'grep nameserver /etc/resolv.conf | head -1')
 check "the sandbox's resolv.conf points at the host side ($out)" [ "$out" = "nameserver $HOST4" ]
 # Killing the init would end the command with it; from inside it is ignored.
