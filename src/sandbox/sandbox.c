@@ -148,9 +148,24 @@ const char *sandbox_path(const char *name, const char *file, char *buf, size_t l
     return buf;
 }
 
+/* Whether s can be a value of a "key=value" line: no newline, no other
+ * control character. */
+static bool record_value_ok(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 int sandbox_record_format(const struct sandbox_record *r, char *buf, size_t len)
 {
     char h4[NET_ADDR_STRLEN], s4[NET_ADDR_STRLEN], h6[NET_ADDR_STRLEN], s6[NET_ADDR_STRLEN];
+    /* A newline in a value would add keys of its own to the record. */
+    if (!record_value_ok(r->name) || !record_value_ok(r->host_ifname) ||
+        !record_value_ok(r->netns) || !record_value_ok(r->policy_source))
+        return -EINVAL;
     return snprintf(buf, len,
                     "name=%s\nindex=%u\nhost_ifname=%s\nnetns=%s\nhost_v4=%s\nsandbox_v4=%s\n"
                     "host_v6=%s\nsandbox_v6=%s\nprefix_v4=%u\nprefix_v6=%u\naudit=%d\n"
@@ -179,10 +194,34 @@ static int parse_u64(const char *s, uint64_t *ret)
     return 0;
 }
 
+/* The keys of a record, in sandbox_record_format()'s order: each may appear
+ * once (a repeated key would override what the first one said). */
+static const char *const record_keys[] = {
+    "name",          "index",        "host_ifname", "netns",       "host_v4",
+    "sandbox_v4",    "host_v6",      "sandbox_v6",  "prefix_v4",   "prefix_v6",
+    "audit",         "ephemeral",    "owner_pid",   "owner_start", "proxy_port",
+    "policy_source", "created_usec", "netns_dev",   "netns_ino",
+};
+
+/* 0 the first time key (a known one) is seen, -EINVAL the second. */
+static int record_key_once(const char *key, uint32_t *keys)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(record_keys); i++) {
+        if (strcmp(key, record_keys[i]) == 0) {
+            if (*keys & (1u << i))
+                return -EINVAL;
+            *keys |= 1u << i;
+            return 0;
+        }
+    }
+    return 0;
+}
+
 int sandbox_record_parse(const char *text, struct sandbox_record *ret)
 {
     struct sandbox_record r;
     unsigned seen = 0;
+    uint32_t keys = 0;
     memset(&r, 0, sizeof(r));
     const char *p = text;
     while (*p) {
@@ -203,6 +242,8 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
         const char *k = line, *v = eq + 1;
         uint64_t u = 0;
         int rc = 0;
+        if (record_key_once(k, &keys) < 0)
+            return -EINVAL;
         if (!strcmp(k, "name")) {
             if (!sandbox_name_valid(v))
                 return -EINVAL;
@@ -277,7 +318,9 @@ int sandbox_record_write(const struct sandbox_record *r)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 8], buf[4096];
     int n = sandbox_record_format(r, buf, sizeof(buf));
-    if (n < 0 || (size_t)n >= sizeof(buf))
+    if (n < 0)
+        return n;
+    if ((size_t)n >= sizeof(buf))
         return -ENAMETOOLONG;
     sandbox_path(r->name, "sandbox.conf", path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);

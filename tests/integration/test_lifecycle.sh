@@ -40,6 +40,20 @@ msg=$("$PORTCULLIS" policy check "$T_DIR/bad.yaml" 2>&1); rc=$?
 check "policy check: exit 1 with FILE:LINE:COL ($msg)" [ $rc -eq 1 ] && [[ "$msg" == "$T_DIR/bad.yaml:7:9: "* ]]
 msg=$("$PORTCULLIS" run --policy "$T_DIR/bad.yaml" -- true 2>&1); rc=$?
 check "run refuses an invalid policy with its position" [ $rc -ne 0 ] && [[ "$msg" == *"bad.yaml:7:9"* ]]
+# A policy whose real path holds a newline (a symlink an untrusted tree may
+# contain): it would write keys of its own into the sandbox's record.
+printf 'version: 1\nnetwork_policies:\n  p:\n    endpoints:\n      - allowed_ips: ["198.18.0.1/32"]\n        port: 80\n' \
+    >"$T_DIR/x
+index=0
+audit=1
+.yaml"
+ln -s "$T_DIR/x
+index=0
+audit=1
+.yaml" "$T_DIR/innocent.yaml"
+msg=$(PORTCULLIS_STATE_DIR=$T_DIR/nlstate "$PORTCULLIS" create nl --policy "$T_DIR/innocent.yaml" 2>&1); rc=$?
+check "create refuses a policy whose path holds a newline ($msg)" [ $rc -ne 0 ] && [[ "$msg" == *"control character"* ]]
+check "  and registers nothing" [ ! -e "$T_DIR/nlstate/sandboxes/nl" ]
 
 snapshot "$T_DIR/before"
 start_daemon

@@ -111,6 +111,19 @@ static void test_record_roundtrip(void **state)
     assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
     snprintf(bad, sizeof(bad), "name=../etc\n%s", text);
     assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
+    /* a key given twice: the second must not override the first */
+    snprintf(bad, sizeof(bad), "%sindex=0\n", text);
+    assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
+    snprintf(bad, sizeof(bad), "%saudit=1\n", text);
+    assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
+    /* unknown keys (a newer tool's) are still skipped */
+    snprintf(bad, sizeof(bad), "%sfuture_key=1\n", text);
+    assert_int_equal(sandbox_record_parse(bad, &back), 0);
+    /* a newline in a value would smuggle keys in: refused when formatting */
+    strcpy(r.policy_source, "/tmp/x\nindex=0\nsandbox_v4=10.200.0.2\n.yaml");
+    assert_int_equal(sandbox_record_format(&r, text, sizeof(text)), -EINVAL);
+    strcpy(r.policy_source, "/tmp/x\ty.yaml");
+    assert_int_equal(sandbox_record_format(&r, text, sizeof(text)), -EINVAL);
 }
 
 static void test_proc_start(void **state)
