@@ -6,6 +6,7 @@
  * unprivileged user, with an empty capability bounding set, no capabilities
  * and no_new_privs: nothing inside can undo the confinement.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -407,6 +408,34 @@ static void set_environment(const struct child_args *a)
 }
 
 /*
+ * Sockets the invoker left open without FD_CLOEXEC live in its network
+ * namespace: through one the command would reach the network, or a host
+ * service, without the daemon.  Close them.  Standard input, output and
+ * error stay, and so do pipes and files (a process substitution, a
+ * redirect).  keep: our own pipe to `portcullis`.
+ */
+static int close_inherited_sockets(int keep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+
+    if (!d)
+        return -errno;
+    while ((e = readdir(d))) {
+        struct stat st;
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+
+        if (end == e->d_name || *end || fd < 3 || fd == dirfd(d) || fd == keep)
+            continue;
+        if (fstat((int)fd, &st) == 0 && S_ISSOCK(st.st_mode))
+            close((int)fd);
+    }
+    closedir(d);
+    return 0;
+}
+
+/*
  * PID 1 of the sandbox's PID namespace: sets the namespace up, drops every
  * privilege, forks the command, then only forwards signals to it and reaps.
  * When the command exits, this exits with its status (128+N for signal N),
@@ -415,9 +444,12 @@ static void set_environment(const struct child_args *a)
 static int sandbox_init(void *arg)
 {
     struct child_args *a = arg;
-    const char *step = "entering the sandbox namespace";
+    const char *step = "closing inherited sockets";
     int rc;
 
+    if ((rc = close_inherited_sockets(a->errfd)) < 0)
+        child_fail(a->errfd, step, -rc);
+    step = "entering the sandbox namespace";
     int nsfd = netns_open(a->rec->netns);
     if (nsfd < 0)
         child_fail(a->errfd, step, -nsfd);

@@ -108,6 +108,19 @@ if [ -x "$COMPAT_IOCTL" ]; then
         check "  $req through the 32-bit entry is refused with EPERM too ($out)" [ "$out" = 1 ]
     done
 fi
+# A socket the invoker leaves open (no FD_CLOEXEC) belongs to the host's
+# network namespace: it is closed before the command runs; a pipe stays.
+out=$(/usr/bin/python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+os.set_inheritable(s.fileno(), True)
+r, w = os.pipe()
+os.set_inheritable(r, True)
+os.execvp(sys.argv[1], sys.argv[1:])' "$PORTCULLIS" exec box -- sh -c \
+    'cd /proc/self/fd && for f in *; do [ "$f" -gt 2 ] && readlink "$f"; done; true' 2>&1 | sed 's/:.*//' | sort -u | tr '\n' ' ')
+ok=no
+[[ "$out" != *socket* && "$out" == *pipe* ]] && ok=yes
+check "an inherited socket is closed, an inherited pipe is not ($out)" [ $ok = yes ]
 out=$("$PORTCULLIS" exec box -- sh -c 'grep nameserver /etc/resolv.conf | head -1')
 check "the sandbox's resolv.conf points at the host side ($out)" [ "$out" = "nameserver $HOST4" ]
 # Killing the init would end the command with it; from inside it is ignored.
