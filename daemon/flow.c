@@ -288,13 +288,31 @@ static void flow_host_mismatch_finding(struct flow *f, const char *host, const c
     events_emit(&ev);
 }
 
-/* "GET ", "POST "...: an HTTP request line starts with an upper-case token. */
-static bool looks_like_http(const char *b, size_t n)
+enum peek_http {
+    PEEK_NOT_HTTP,
+    PEEK_HTTP,
+    PEEK_HTTP_MORE, /* could still become a request line */
+};
+
+/* "GET ", "POST "...: an HTTP request line starts with an upper-case token
+ * and a space.  Until the token ends, the bytes could still be one. */
+static enum peek_http looks_like_http(const char *b, size_t n)
 {
     size_t i = 0;
     while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z')
         i++;
-    return i >= 3 && (i == n || (i < n && b[i] == ' '));
+    if (i < n)
+        return i >= 3 && b[i] == ' ' ? PEEK_HTTP : PEEK_NOT_HTTP;
+    return i < 16 ? PEEK_HTTP_MORE : PEEK_NOT_HTTP;
+}
+
+/* The empty lines a server skips before a request line (RFC 9112 2.2). */
+static size_t skip_empty_lines(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n'))
+        i++;
+    return i;
 }
 
 /* The Host header of a complete head in b (NUL-terminated), or NULL. */
@@ -315,6 +333,12 @@ static const char *find_host(const char *b, size_t *ret_len)
  * readable), within PEEK_HEAD_MS of the first ones. */
 static void flow_peek_wait_more(struct flow *f, size_t n)
 {
+    if (f->peek_seen && n <= f->peek_seen) {
+        /* Woken without a new byte: the client closed (or failed) in the
+         * middle of its head, and would wake us again at once. */
+        flow_peek_done(f, f->peek_tls ? "tls_hello_incomplete" : "http_head_incomplete");
+        return;
+    }
     int lowat = (int)n + 1;
     flow_peek_open(f);
     setsockopt(f->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
@@ -447,33 +471,65 @@ static void flow_peek_tls(struct flow *f, const struct tls_hello *hello)
     flow_decide_name(f);
 }
 
-/* Plain HTTP on an L4 endpoint: its Host must agree with the destination. */
+/* v (len bytes) names the flow's host, or the flow is denied with a
+ * finding (and gone). */
+static bool flow_http_host_ok(struct flow *f, const char *v, size_t len, const char *what)
+{
+    if (http_host_agrees(v, len, &f->dst, f->endpoint_host))
+        return true;
+    char detail[96];
+    snprintf(detail, sizeof(detail), "%s disagrees with %.60s", what,
+             f->endpoint_host[0] ? f->endpoint_host : "the destination");
+    flow_host_mismatch_finding(f, NULL, detail);
+    flow_peek_done(f, "host_mismatch");
+    return false;
+}
+
+/* Plain HTTP on an L4 endpoint: the host its first request names (Host, or
+ * an absolute-form target, which a server goes by instead) must agree with
+ * the destination.  Later requests on the connection are not looked at. */
 static void flow_peek_http(struct flow *f, char *buf, size_t n)
 {
-    if (!looks_like_http(buf, n)) {
+    size_t start = skip_empty_lines(buf, n);
+    enum peek_http kind = looks_like_http(buf + start, n - start);
+    if (kind == PEEK_NOT_HTTP) {
         flow_peek_done(f, NULL);
         return;
     }
     if (n > PEEK_HTTP_MAX)
         n = PEEK_HTTP_MAX;
     buf[n] = '\0';
-    if (!strstr(buf, "\r\n\r\n") && !strstr(buf, "\n\n")) {
+    char *head = buf + (start < n ? start : n);
+    char *end = strstr(head, "\r\n\r\n"), *end_lf = strstr(head, "\n\n");
+    if (!end || (end_lf && end_lf < end))
+        end = end_lf;
+    if (kind == PEEK_HTTP_MORE || !end) {
         if (n >= PEEK_HTTP_MAX)
             flow_peek_done(f, "http_head_too_large");
         else
             flow_peek_wait_more(f, n);
         return;
     }
-    size_t hlen = 0;
-    const char *host = find_host(buf, &hlen);
-    if (host && !http_host_agrees(host, hlen, &f->dst, f->endpoint_host)) {
-        char detail[96];
-        snprintf(detail, sizeof(detail), "Host header disagrees with %.60s",
-                 f->endpoint_host[0] ? f->endpoint_host : "the destination");
-        flow_host_mismatch_finding(f, NULL, detail);
-        flow_peek_done(f, "host_mismatch");
-        return;
+    *end = '\0'; /* the head only: not a body, not a pipelined request */
+    const char *target = strchr(head, ' ') + 1;
+    size_t scheme = strncasecmp(target, "http://", 7) == 0    ? 7
+                    : strncasecmp(target, "https://", 8) == 0 ? 8
+                                                              : 0;
+    if (scheme) {
+        const char *auth = target + scheme;
+        size_t alen = strcspn(auth, "/?# \t\r\n");
+        const char *at = memchr(auth, '@', alen);
+        if (at) {
+            alen -= (size_t)(at + 1 - auth);
+            auth = at + 1;
+        }
+        if (!flow_http_host_ok(f, auth, alen, "request target"))
+            return;
     }
+    size_t hlen = 0;
+    const char *host = find_host(head, &hlen);
+    if (host && !flow_http_host_ok(f, host, hlen, "Host header"))
+        return;
     flow_peek_done(f, NULL);
 }
 
@@ -534,7 +590,10 @@ static void on_peek_readable(uv_poll_t *p, int status, int events)
     struct flow *f = p->data;
     (void)events;
     if (status < 0) {
-        flow_peek_done(f, NULL);
+        /* A reset after part of a head: nothing of it may reach the upstream. */
+        flow_peek_done(f, !f->peek_seen ? NULL
+                          : f->peek_tls ? "tls_hello_incomplete"
+                                        : "http_head_incomplete");
         return;
     }
     if (f->late && !f->peek_seen)

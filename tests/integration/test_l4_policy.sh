@@ -101,6 +101,40 @@ check "a contradicting Host sent after 0.8 s of silence is still refused" \
     [ "$(server_requests web4 'GET /latefront')" = 0 ]
 check "  journal: host_mismatch" journal_find PORTCULLIS_SANDBOX=l4-latefront \
     PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied PORTCULLIS_REASON=host_mismatch
+# Shapes a server still reads as that request: empty lines before it, a
+# method split across writes, a target in absolute form (a server goes by
+# its authority, not by Host).
+raw_front() { # NAME BYTES...: sent from a sandbox NAME; the flow must be refused
+    local name=$1
+    shift
+    "$PORTCULLIS" run --name "$name" --policy "$POL" -- python3 "$HELPERS/rawhttp.py" "$UP4" 8080 "$@" \
+        >/dev/null 2>&1
+    check "  journal: $name refused as host_mismatch" journal_find PORTCULLIS_SANDBOX="$name" \
+        PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied PORTCULLIS_REASON=host_mismatch
+}
+raw_front l4-crlf '\r\n\r\nGET /crlf HTTP/1.1\r\nHost: evil.test\r\n\r\n'
+raw_front l4-split 'G' 'ET /split HTTP/1.1\r\nHost: evil.test\r\n\r\n'
+raw_front l4-abs 'GET http://evil.test/abs HTTP/1.1\r\nHost: up.test\r\n\r\n'
+raw_front l4-absuser 'GET http://up.test@evil.test:8080/abs HTTP/1.1\r\nHost: up.test\r\n\r\n'
+check "  none of them reached the upstream" \
+    [ "$(($(server_requests web4 'GET /crlf') + $(server_requests web4 'GET /split') + $(server_requests web4 'GET http')))" = 0 ]
+out=$("$PORTCULLIS" run --name l4-crlfok --policy "$POL" -- python3 "$HELPERS/rawhttp.py" "$UP4" 8080 \
+    '\r\nGET /crlfok HTTP/1.1\r\nHost: up.test\r\nConnection: close\r\n\r\n' 2>&1)
+check "a request after an empty line with the endpoint's Host passes" journal_find \
+    PORTCULLIS_SANDBOX=l4-crlfok PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=allowed
+out=$("$PORTCULLIS" run --name l4-absok --policy "$POL" -- python3 "$HELPERS/rawhttp.py" "$UP4" 8080 \
+    'GET http://up.test:8080/absok HTTP/1.1\r\nHost: up.test\r\nConnection: close\r\n\r\n' 2>&1)
+check "an absolute-form target naming the endpoint passes" journal_find \
+    PORTCULLIS_SANDBOX=l4-absok PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=allowed
+# Part of a head, then FIN: refused at once (it used to wake the loop over
+# and over until the 3 s head deadline).
+t0=$(date +%s%N)
+"$PORTCULLIS" run --name l4-half --policy "$POL" -- python3 "$HELPERS/rawhttp.py" --shut "$UP4" 8080 \
+    'GET /half HTTP/1.1\r\nHo' >/dev/null 2>&1
+ms=$((($(date +%s%N) - t0) / 1000000))
+check "a head cut short by FIN is refused as incomplete" journal_find PORTCULLIS_SANDBOX=l4-half \
+    PORTCULLIS_EVENT=NET:OPEN PORTCULLIS_ACTION=denied PORTCULLIS_REASON=http_head_incomplete
+check "  without waiting for the head deadline (${ms} ms for the whole run)" [ "$ms" -lt 2800 ]
 
 # --- an inspected endpoint: requests are decided one by one ---
 POL7="$T_DIR/policy-l7.yaml"
