@@ -788,7 +788,10 @@ static void on_poll(uv_poll_t *p, int status, int events)
     }
     if (h->state == HF_LINGERING) {
         uint8_t scratch[16384];
-        ssize_t n;
+        ssize_t n = 1;
+        /* A bounded share of the loop per wake-up: a client that keeps
+         * sending must not keep the loop here (the poll fires again). */
+        int turns = 16;
         if ((events & UV_WRITABLE) && status == 0) {
             if (hf_tls_send(h, HF_CLIENT) < 0) {
                 hf_close(h, false);
@@ -799,8 +802,11 @@ static void on_poll(uv_poll_t *p, int status, int events)
                 uv_poll_start(&h->poll[HF_CLIENT], UV_READABLE, on_poll);
             }
         }
-        while ((n = recv(h->fd[HF_CLIENT], scratch, sizeof(scratch), 0)) > 0) {
+        while (status == 0 && turns-- > 0 &&
+               (n = recv(h->fd[HF_CLIENT], scratch, sizeof(scratch), 0)) > 0) {
         }
+        if (status == 0 && n > 0)
+            return; /* more to drain next turn, until the deadline */
         if (status < 0 || n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             hf_close(h, false);
         return;
