@@ -547,7 +547,9 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
     rc = build_sandbox(&r, &step);
     if (rc < 0)
         goto fail;
-    /* Rewrite the record so the daemon (re)loads the finished sandbox. */
+    /* Rewrite the record so the daemon (re)loads the finished sandbox, and
+     * `exec` may run in it from now on. */
+    r.complete = true;
     unlink(sandbox_path(o->name, "ack", path, sizeof(path)));
     rc = sandbox_record_write(&r);
     if (rc < 0) {
@@ -632,13 +634,16 @@ int tool_delete(const char *name, bool quiet)
          * the rules next. */
         int lrc = link_delete(r.host_ifname);
         if (lrc < 0) {
+            /* The rules stay until the link is gone (the record too): a
+             * link without them would let its traffic through. */
             log_error("deleting link %s: %s", r.host_ifname, strerror(-lrc));
             failures++;
+        } else {
+            struct rules_sandbox rs;
+            tool_rules_of(&r, &rs);
+            if (rules_remove(&rs) < 0)
+                failures++;
         }
-        struct rules_sandbox rs;
-        tool_rules_of(&r, &rs);
-        if (rules_remove(&rs) < 0)
-            failures++;
     }
     int nrc = netns_delete(netns);
     if (nrc < 0) {

@@ -383,12 +383,19 @@ static int cmd_create(int argc, char **argv)
         .audit = o.audit,
         .ephemeral = false,
     };
+    /* Ctrl-C must not cut the setup in half (the rules applied for one
+     * family only, say); it undoes the whole sandbox instead.  The blocked
+     * mask reaches the iptables children too. */
+    sigset_t orig;
+    block_signals(&orig);
     if (tool_create(&co, &rec) < 0)
         return 1;
-    if (register_with_daemon(&rec, o.upstream_ca) < 0) {
+    int sig = pending_termination();
+    if (sig || register_with_daemon(&rec, o.upstream_ca) < 0) {
         tool_delete(rec.name, true);
-        return 1;
+        return sig ? 128 + sig : 1;
     }
+    sigprocmask(SIG_SETMASK, &orig, NULL);
     char a4[NET_ADDR_STRLEN], a6[NET_ADDR_STRLEN];
     printf("sandbox %s created (%s, %s)%s\n", rec.name,
            net_addr_format(&rec.sandbox_v4, a4, sizeof(a4)),
@@ -422,6 +429,13 @@ static int cmd_exec(int argc, char **argv)
     if (rc < 0) {
         log_error("no sandbox named %s%s", name,
                   rc == -EINVAL ? " (its record is unreadable; delete it)" : "");
+        return 1;
+    }
+    if (!rec.complete) {
+        /* Its rules may be missing: what runs there could go anywhere. */
+        log_error("sandbox %s is not set up (its creation is running, or was interrupted: "
+                  "`portcullis delete %s`, then create it again)",
+                  name, name);
         return 1;
     }
     if (tool_ensure_daemon(NULL) < 0 || tool_wait_ack(name, ACK_TIMEOUT_MS) < 0)
@@ -462,7 +476,9 @@ static void list_one(void *ctx, const char *name)
         return;
     }
     snprintf(nspath, sizeof(nspath), NETNS_RUN_DIR "/%s", r.netns);
-    if (access(nspath, F_OK) < 0)
+    if (!r.complete)
+        state = "incomplete (setup)";
+    else if (access(nspath, F_OK) < 0)
         state = "stale (namespace gone)";
     else if (!link_exists(r.host_ifname))
         state = "stale (link gone)";

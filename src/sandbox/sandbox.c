@@ -166,19 +166,19 @@ int sandbox_record_format(const struct sandbox_record *r, char *buf, size_t len)
     if (!record_value_ok(r->name) || !record_value_ok(r->host_ifname) ||
         !record_value_ok(r->netns) || !record_value_ok(r->policy_source))
         return -EINVAL;
-    return snprintf(buf, len,
-                    "name=%s\nindex=%u\nhost_ifname=%s\nnetns=%s\nhost_v4=%s\nsandbox_v4=%s\n"
-                    "host_v6=%s\nsandbox_v6=%s\nprefix_v4=%u\nprefix_v6=%u\naudit=%d\n"
-                    "ephemeral=%d\nowner_pid=%d\nowner_start=%" PRIu64 "\nproxy_port=%u\n"
-                    "policy_source=%s\ncreated_usec=%" PRIu64 "\nnetns_dev=%" PRIu64
-                    "\nnetns_ino=%" PRIu64 "\n",
-                    r->name, r->index, r->host_ifname, r->netns,
-                    net_addr_format(&r->host_v4, h4, sizeof(h4)),
-                    net_addr_format(&r->sandbox_v4, s4, sizeof(s4)),
-                    net_addr_format(&r->host_v6, h6, sizeof(h6)),
-                    net_addr_format(&r->sandbox_v6, s6, sizeof(s6)), r->prefix_v4, r->prefix_v6,
-                    r->audit, r->ephemeral, (int)r->owner_pid, r->owner_start, r->proxy_port,
-                    r->policy_source, r->created_usec, r->netns_dev, r->netns_ino);
+    return snprintf(
+        buf, len,
+        "name=%s\nindex=%u\nhost_ifname=%s\nnetns=%s\nhost_v4=%s\nsandbox_v4=%s\n"
+        "host_v6=%s\nsandbox_v6=%s\nprefix_v4=%u\nprefix_v6=%u\naudit=%d\n"
+        "ephemeral=%d\ncomplete=%d\nowner_pid=%d\nowner_start=%" PRIu64 "\nproxy_port=%u\n"
+        "policy_source=%s\ncreated_usec=%" PRIu64 "\nnetns_dev=%" PRIu64 "\nnetns_ino=%" PRIu64
+        "\n",
+        r->name, r->index, r->host_ifname, r->netns, net_addr_format(&r->host_v4, h4, sizeof(h4)),
+        net_addr_format(&r->sandbox_v4, s4, sizeof(s4)),
+        net_addr_format(&r->host_v6, h6, sizeof(h6)),
+        net_addr_format(&r->sandbox_v6, s6, sizeof(s6)), r->prefix_v4, r->prefix_v6, r->audit,
+        r->ephemeral, r->complete, (int)r->owner_pid, r->owner_start, r->proxy_port,
+        r->policy_source, r->created_usec, r->netns_dev, r->netns_ino);
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -197,10 +197,10 @@ static int parse_u64(const char *s, uint64_t *ret)
 /* The keys of a record, in sandbox_record_format()'s order: each may appear
  * once (a repeated key would override what the first one said). */
 static const char *const record_keys[] = {
-    "name",          "index",        "host_ifname", "netns",       "host_v4",
-    "sandbox_v4",    "host_v6",      "sandbox_v6",  "prefix_v4",   "prefix_v6",
-    "audit",         "ephemeral",    "owner_pid",   "owner_start", "proxy_port",
-    "policy_source", "created_usec", "netns_dev",   "netns_ino",
+    "name",       "index",         "host_ifname",  "netns",     "host_v4",
+    "sandbox_v4", "host_v6",       "sandbox_v6",   "prefix_v4", "prefix_v6",
+    "audit",      "ephemeral",     "complete",     "owner_pid", "owner_start",
+    "proxy_port", "policy_source", "created_usec", "netns_dev", "netns_ino",
 };
 
 /* 0 the first time key (a known one) is seen, -EINVAL the second. */
@@ -223,6 +223,7 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
     unsigned seen = 0;
     uint32_t keys = 0;
     memset(&r, 0, sizeof(r));
+    r.complete = true; /* absent from an older tool's record */
     const char *p = text;
     while (*p) {
         const char *nl = strchr(p, '\n');
@@ -283,6 +284,8 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
             r.audit = !strcmp(v, "1");
         } else if (!strcmp(k, "ephemeral")) {
             r.ephemeral = !strcmp(v, "1");
+        } else if (!strcmp(k, "complete")) {
+            r.complete = !strcmp(v, "1");
         } else if (!strcmp(k, "owner_pid")) {
             rc = parse_u64(v, &u);
             r.owner_pid = (pid_t)u;

@@ -39,7 +39,12 @@ struct sandbox_record {
     struct net_addr host_v6, sandbox_v6;
     unsigned prefix_v4, prefix_v6; /* 30 and 64 */
     bool audit;
-    bool ephemeral;       /* made by `portcullis run`, removed when it ends */
+    bool ephemeral; /* made by `portcullis run`, removed when it ends */
+    /* Set up to the end (link, addresses, rules): a record is written before
+     * that, so that `delete` finds an interrupted setup; nothing may run in
+     * a sandbox until this is set.  Absent from a record of an older tool:
+     * complete. */
+    bool complete;
     pid_t owner_pid;      /* the `run` process owning an ephemeral sandbox */
     uint64_t owner_start; /* its start time (/proc/PID/stat field 22), against pid reuse */
     uint16_t proxy_port;

@@ -83,6 +83,17 @@ out=$("$PORTCULLIS" exec life1 -- "${CURL[@]}" "http://$UP4:8080/exec")
 check "exec in a persistent sandbox" [ "$out" = "ok GET /exec port 8080" ]
 "$PORTCULLIS" list | grep -q "^life1 .*ready"
 check "list shows it ready" [ $? -eq 0 ]
+# A record that says its setup never finished (a create interrupted, or
+# still running): its rules may be missing, so nothing may run in it.
+conf=$PORTCULLIS_STATE_DIR/sandboxes/life1/sandbox.conf
+check "  its record says complete" grep -qx 'complete=1' "$conf"
+sed -i 's/^complete=1$/complete=0/' "$conf"
+"$PORTCULLIS" exec life1 -- true 2>"$T_DIR/err"
+rc=$?
+check "exec refuses a sandbox whose setup did not finish ($(head -1 "$T_DIR/err"))" [ $rc -ne 0 ]
+"$PORTCULLIS" list | grep -q "^life1 .*incomplete"
+check "  list shows it incomplete" [ $? -eq 0 ]
+sed -i 's/^complete=0$/complete=1/' "$conf"
 "$PORTCULLIS" rules life1 | grep -q -- "REDIRECT --to-ports $DAEMON_PORT"
 check "rules prints the applied REDIRECT" [ $? -eq 0 ]
 ri=$(grep '^index=' "$PORTCULLIS_STATE_DIR/sandboxes/life1/sandbox.conf" | cut -d= -f2)

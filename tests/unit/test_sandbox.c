@@ -111,6 +111,12 @@ static void test_record_roundtrip(void **state)
     assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
     snprintf(bad, sizeof(bad), "name=../etc\n%s", text);
     assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
+    /* a record of an older tool (no "complete" key) was written complete */
+    char *line = strstr(text, "complete=0\n");
+    assert_non_null(line);
+    snprintf(bad, sizeof(bad), "%.*s%s", (int)(line - text), text, line + strlen("complete=0\n"));
+    assert_int_equal(sandbox_record_parse(bad, &back), 0);
+    assert_true(back.complete);
     /* a key given twice: the second must not override the first */
     snprintf(bad, sizeof(bad), "%sindex=0\n", text);
     assert_int_equal(sandbox_record_parse(bad, &back), -EINVAL);
