@@ -496,6 +496,18 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
                   o->name);
         return -EEXIST;
     }
+    /* The namespace's name is the host's, not this registry's: one that
+     * exists belongs to a sandbox of another registry (or is left over),
+     * and a failed create here would tear it down with its processes. */
+    char nspath[PATH_MAX];
+    snprintf(nspath, sizeof(nspath), NETNS_RUN_DIR "/" SANDBOX_NETNS_PREFIX "%s", o->name);
+    if (access(nspath, F_OK) == 0) {
+        registry_unlock(lock);
+        log_error("network namespace %s already exists (a sandbox of another registry, or a "
+                  "leftover): not creating sandbox %s",
+                  nspath, o->name);
+        return -EEXIST;
+    }
     rc = tool_next_index(&pools, &index);
     if (rc < 0) {
         registry_unlock(lock);

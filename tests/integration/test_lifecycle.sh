@@ -441,6 +441,15 @@ T_SANDBOXES+=(life-reg1)
 other "$PORTCULLIS" create life-reg2 --policy "$POL" >"$T_DIR/other-create.log" 2>&1
 check "a sandbox in a second registry ($(tail -1 "$T_DIR/other-create.log"))" \
     [ -d "$OTHER_STATE/sandboxes/life-reg2" ]
+# The namespace's name is the host's: the same sandbox name in the second
+# registry is refused, and the first one's sandbox is left alone (a failed
+# create used to tear the namespace down, with its processes).
+other "$PORTCULLIS" create life-reg1 --policy "$POL" >"$T_DIR/other-dup.log" 2>&1
+rc=$?
+check "the same name in a second registry is refused ($(tail -1 "$T_DIR/other-dup.log"))" [ $rc -ne 0 ]
+out=$("$PORTCULLIS" exec life-reg1 -- echo alive 2>&1)
+check "  and the first registry's sandbox still works ($out)" [ "$out" = alive ]
+check "  (nothing registered in the second)" [ ! -e "$OTHER_STATE/sandboxes/life-reg1" ]
 "$PORTCULLIS" delete life-reg1 >/dev/null 2>&1
 other "$PORTCULLIS" delete life-reg2 >/dev/null 2>&1
 check "  both deleted" [ ! -e "$PORTCULLIS_STATE_DIR/sandboxes/life-reg1" ]
