@@ -472,13 +472,11 @@ int tool_create(const struct tool_create_opts *o, struct sandbox_record *ret)
     policy_free(pol);
     if (!realpath(o->policy_path, abs))
         str_copy(abs, o->policy_path, sizeof(abs));
-    for (const char *c = abs; *c; c++) {
+    if (!sandbox_record_value_ok(abs)) {
         /* The path goes into the sandbox's record, a line per key. */
-        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-            log_error("the policy's path holds a control character (a newline?): refused; "
-                      "copy the policy to a plain name");
-            return -EINVAL;
-        }
+        log_error("the policy's path holds a control character (a newline?): refused; "
+                  "copy the policy to a plain name");
+        return -EINVAL;
     }
     rc = sandbox_pools_load(&pools, err, sizeof(err));
     if (rc < 0) {

@@ -261,11 +261,9 @@ static void diag_put_addr(const struct net_addr *a, __be32 *words)
 /* Inode of the TCP socket whose local end is src:sport and remote end
  * dst:dport, seen from the namespace of ctx.  Returns 0, -ENOENT (no such
  * socket, or one without an inode: closed and orphaned or TIME_WAIT), or
- * -errno. */
-/* The inode of the socket in; -ENOENT when there is none.  The kernel answers
- * a sock_diag query within the sendto(), so the reply is there at once;
- * nowait: never wait for it anyway (-EAGAIN), for callers on an event loop
- * (the socket's receive timeout is a second). */
+ * -errno.  The kernel answers a sock_diag query within the sendto(), so the
+ * reply is there at once; nowait: never wait for it anyway (-EAGAIN), for
+ * callers on an event loop (the socket's receive timeout is a second). */
 static int diag_find_inode(struct ident_ctx *ctx, const struct diag_query *in, bool nowait,
                            uint32_t *ret_inode)
 {

@@ -148,9 +148,7 @@ const char *sandbox_path(const char *name, const char *file, char *buf, size_t l
     return buf;
 }
 
-/* Whether s can be a value of a "key=value" line: no newline, no other
- * control character. */
-static bool record_value_ok(const char *s)
+bool sandbox_record_value_ok(const char *s)
 {
     for (; *s; s++) {
         if ((unsigned char)*s < 0x20 || *s == 0x7f)
@@ -163,8 +161,8 @@ int sandbox_record_format(const struct sandbox_record *r, char *buf, size_t len)
 {
     char h4[NET_ADDR_STRLEN], s4[NET_ADDR_STRLEN], h6[NET_ADDR_STRLEN], s6[NET_ADDR_STRLEN];
     /* A newline in a value would add keys of its own to the record. */
-    if (!record_value_ok(r->name) || !record_value_ok(r->host_ifname) ||
-        !record_value_ok(r->netns) || !record_value_ok(r->policy_source))
+    if (!sandbox_record_value_ok(r->name) || !sandbox_record_value_ok(r->host_ifname) ||
+        !sandbox_record_value_ok(r->netns) || !sandbox_record_value_ok(r->policy_source))
         return -EINVAL;
     return snprintf(
         buf, len,
@@ -195,19 +193,26 @@ static int parse_u64(const char *s, uint64_t *ret)
 }
 
 /* The keys of a record, in sandbox_record_format()'s order: each may appear
- * once (a repeated key would override what the first one said). */
-static const char *const record_keys[] = {
-    "name",       "index",         "host_ifname",  "netns",     "host_v4",
-    "sandbox_v4", "host_v6",       "sandbox_v6",   "prefix_v4", "prefix_v6",
-    "audit",      "ephemeral",     "complete",     "owner_pid", "owner_start",
-    "proxy_port", "policy_source", "created_usec", "netns_dev", "netns_ino",
+ * once (a repeated key would override what the first one said), and the
+ * required ones must. */
+static const struct {
+    const char *name;
+    bool required;
+} record_keys[] = {
+    {"name", true},        {"index", true},          {"host_ifname", true},
+    {"netns", true},       {"host_v4", false},       {"sandbox_v4", true},
+    {"host_v6", false},    {"sandbox_v6", true},     {"prefix_v4", false},
+    {"prefix_v6", false},  {"audit", false},         {"ephemeral", false},
+    {"complete", false},   {"owner_pid", false},     {"owner_start", false},
+    {"proxy_port", false}, {"policy_source", false}, {"created_usec", false},
+    {"netns_dev", false},  {"netns_ino", false},
 };
 
 /* 0 the first time key (a known one) is seen, -EINVAL the second. */
 static int record_key_once(const char *key, uint32_t *keys)
 {
     for (size_t i = 0; i < ARRAY_SIZE(record_keys); i++) {
-        if (strcmp(key, record_keys[i]) == 0) {
+        if (strcmp(key, record_keys[i].name) == 0) {
             if (*keys & (1u << i))
                 return -EINVAL;
             *keys |= 1u << i;
@@ -220,7 +225,6 @@ static int record_key_once(const char *key, uint32_t *keys)
 int sandbox_record_parse(const char *text, struct sandbox_record *ret)
 {
     struct sandbox_record r;
-    unsigned seen = 0;
     uint32_t keys = 0;
     memset(&r, 0, sizeof(r));
     r.complete = true; /* absent from an older tool's record */
@@ -249,31 +253,25 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
             if (!sandbox_name_valid(v))
                 return -EINVAL;
             str_copy(r.name, v, sizeof(r.name));
-            seen |= 1;
         } else if (!strcmp(k, "index")) {
             rc = parse_u64(v, &u);
             r.index = (unsigned)u;
-            seen |= 2;
         } else if (!strcmp(k, "host_ifname")) {
             if (strlen(v) >= sizeof(r.host_ifname))
                 return -EINVAL;
             str_copy(r.host_ifname, v, sizeof(r.host_ifname));
-            seen |= 4;
         } else if (!strcmp(k, "netns")) {
             if (strlen(v) >= sizeof(r.netns))
                 return -EINVAL;
             str_copy(r.netns, v, sizeof(r.netns));
-            seen |= 8;
         } else if (!strcmp(k, "host_v4")) {
             rc = net_addr_parse(v, &r.host_v4);
         } else if (!strcmp(k, "sandbox_v4")) {
             rc = net_addr_parse(v, &r.sandbox_v4);
-            seen |= 16;
         } else if (!strcmp(k, "host_v6")) {
             rc = net_addr_parse(v, &r.host_v6);
         } else if (!strcmp(k, "sandbox_v6")) {
             rc = net_addr_parse(v, &r.sandbox_v6);
-            seen |= 32;
         } else if (!strcmp(k, "prefix_v4")) {
             rc = parse_u64(v, &u);
             r.prefix_v4 = (unsigned)u;
@@ -309,8 +307,10 @@ int sandbox_record_parse(const char *text, struct sandbox_record *ret)
         if (rc < 0)
             return -EINVAL;
     }
-    if (seen != 63)
-        return -EINVAL;
+    for (size_t i = 0; i < ARRAY_SIZE(record_keys); i++) {
+        if (record_keys[i].required && !(keys & (1u << i)))
+            return -EINVAL;
+    }
     if (!r.proxy_port)
         r.proxy_port = SANDBOX_DEFAULT_PROXY_PORT;
     *ret = r;

@@ -83,6 +83,9 @@ int sandbox_record_write(const struct sandbox_record *r);
 int sandbox_record_read(const char *name, struct sandbox_record *ret);
 
 /* The text form (key=value lines), for tests. */
+/* Whether s can be a value of a record's "key=value" line: no newline, no
+ * other control character (it would add keys of its own). */
+bool sandbox_record_value_ok(const char *s);
 int sandbox_record_format(const struct sandbox_record *r, char *buf, size_t len);
 int sandbox_record_parse(const char *text, struct sandbox_record *ret);
 
